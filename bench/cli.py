@@ -1,0 +1,100 @@
+"""The ``bench`` command line. Heavy imports (torch) happen inside the commands that need
+them, so ``bench ls`` answers instantly."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bench.registry import BenchError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="drlbench: train, score and report disentangled representation learning methods.",
+)
+
+KINDS = ("methods", "metrics", "datasets")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def run(
+    method: Annotated[str, typer.Option(help="Registered method name (see `bench ls methods`).")],
+    dataset: Annotated[str, typer.Option(help="Registered dataset name (`bench ls datasets`).")],
+    overrides: Annotated[
+        Optional[list[str]],  # noqa: UP045 (typer needs typing.Optional)
+        typer.Argument(help="Dotted config overrides, e.g. train.steps=2000 method.beta=4."),
+    ] = None,
+    preset: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="smoke (CPU minutes) or paper (published protocol)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="The run's seed.")] = 0,
+    out: Annotated[Path, typer.Option(help="Root folder of run records.")] = Path("runs"),
+    config: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option(help="Extra YAML config files, merged before the overrides."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rerun even if the record is complete.")] = False,
+    print_config: Annotated[
+        bool, typer.Option(help="Print the resolved config and its hash, then exit.")
+    ] = False,
+) -> None:
+    """Train, evaluate and record one run (resumes an interrupted one)."""
+    if print_config:
+        from bench.config import config_hash, resolve_config, to_yaml
+
+        cfg = resolve_config(method, dataset, preset, overrides or [], seed, config or [])
+        typer.echo(to_yaml(cfg) + f"# config hash: {config_hash(cfg)}")
+        return
+
+    from bench.runner import run as run_one
+    from bench.train import NonFiniteLoss, Preempted
+
+    try:
+        record = run_one(method, dataset, preset, overrides or [], seed, out, force, config or [])
+    except Preempted as stop:
+        typer.echo(f"{stop}; checkpoint saved. Run the same command to resume.", err=True)
+        raise typer.Exit(128 + stop.signum) from None
+    except NonFiniteLoss as error:
+        typer.echo(f"run failed: {error}", err=True)
+        raise typer.Exit(1) from None
+    metrics = record.metrics()
+    for name, result in metrics.items():
+        values = ", ".join(f"{k}={v:.4f}" for k, v in result["values"].items())
+        typer.echo(f"{name}: {values}")
+    typer.echo(f"record: {record.path}")
+
+
+@app.command(name="ls")
+def list_registered(
+    kind: Annotated[str, typer.Argument(help="methods, metrics or datasets")],
+) -> None:
+    """List registered methods, metrics or datasets with a one-line description."""
+    if kind not in KINDS:
+        raise BenchError(f"cannot list {kind!r}; choose one of: {', '.join(KINDS)}")
+    if kind == "methods":
+        from bench.methods import METHODS as registry
+    elif kind == "metrics":
+        from bench.metrics import METRICS as registry
+    else:
+        from bench.datasets import DATASETS as registry
+    entries = registry.entries()
+    width = max(len(name) for name in entries)
+    for name, entry in entries.items():
+        typer.echo(f"{name:<{width}}  {entry.description}")
+
+
+def main() -> None:
+    # A closed pipe (`bench ls methods | head`) ends the program quietly.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        app()
+    except BenchError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)

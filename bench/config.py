@@ -1,0 +1,225 @@
+"""Typed run configs: dataclass schemas merged from YAML layers and dotted overrides.
+
+A run's config is built in this order, later layers winning:
+
+1. the schemas below, with the method's own config dataclass under ``method``;
+2. ``configs/methods/<method>.yaml`` (the method's defaults: the published protocol);
+3. ``configs/datasets/<dataset>.yaml``;
+4. the preset, if one is asked for: ``configs/presets/<preset>.yaml`` and the method
+   file's ``presets.<preset>`` section;
+5. YAML files given with ``--config``;
+6. dotted overrides from the command line, e.g. ``train.steps=2000 method.beta=4``.
+
+Every layer is checked against the schema: an unknown key or a value of the wrong type
+is a ``BenchError`` naming the key, where it came from and the valid choices.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from bench.datasets import DATASETS
+from bench.methods import METHODS
+from bench.metrics import METRICS
+from bench.registry import BenchError
+
+CONFIG_DIR = files("bench.configs")
+
+
+class Optimizer(str, enum.Enum):
+    adam = "adam"
+    adamw = "adamw"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "?"
+    options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the dataset
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300_000
+    batch_size: int = 64
+    optimizer: Optimizer = Optimizer.adam
+    lr: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: Optional[float] = None  # max gradient norm; null: no clipping
+    ema_decay: Optional[float] = None  # null: the method keeps no EMA of its weights
+    amp: bool = True  # bf16 autocast, on CUDA only
+    # Runtime settings: they do not change the numbers, so they are not part of the run's hash.
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    log_every: int = 100
+    checkpoint_every: int = 5000
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    metrics: list[str] = field(default_factory=lambda: ["mig"])
+    random_seed: int = 0  # disentanglement_lib's evaluation.random_seed
+    batch_size: int = 256  # images per encoder call
+
+
+@dataclass
+class RunConfig:
+    method: Any = None  # the method's config dataclass
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+
+
+RUNTIME_KEYS = ("train.device", "train.log_every", "train.checkpoint_every", "train.progress")
+
+
+def resolve_config(
+    method: str,
+    dataset: str,
+    preset: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    seed: int | None = None,
+    config_files: list[Path] | tuple[Path, ...] = (),
+) -> DictConfig:
+    """The full, checked config of one run."""
+    method_cls = METHODS.get(method)
+    DATASETS.entry(dataset)  # unknown dataset: error listing the known ones
+    cfg = OmegaConf.structured(
+        RunConfig(method=method_cls.config_class(name=method), dataset=DatasetConfig(name=dataset))
+    )
+    method_layer = _read_yaml(CONFIG_DIR / "methods" / f"{method}.yaml")
+    presets = method_layer.pop("presets", {})
+    cfg = _merge(cfg, method_layer, f"configs/methods/{method}.yaml")
+    cfg = _merge(cfg, _read_yaml(CONFIG_DIR / "datasets" / f"{dataset}.yaml"), "dataset config")
+    if preset is not None:
+        preset_file = CONFIG_DIR / "presets" / f"{preset}.yaml"
+        if not preset_file.is_file() and preset not in presets:
+            known = sorted({p.name[: -len(".yaml")] for p in _yaml_files("presets")} | set(presets))
+            raise BenchError(f"unknown preset {preset!r}; known presets: {', '.join(known)}")
+        cfg = _merge(cfg, _read_yaml(preset_file), f"preset {preset!r}")
+        cfg = _merge(cfg, presets.get(preset) or {}, f"preset {preset!r} of {method}")
+    for path in config_files:
+        cfg = _merge(cfg, _read_yaml(Path(path), must_exist=True), str(path))
+    cfg = _merge(cfg, _parse_overrides(overrides), "command line")
+    if seed is not None:
+        cfg.seed = seed
+    _check_values(cfg, method, dataset)
+    return cfg
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identity of a run's settings: every key but the seed and the runtime-only ones."""
+    data = to_dict(cfg)
+    data.pop("seed")
+    for key in RUNTIME_KEYS:
+        section, name = key.split(".")
+        data[section].pop(name)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def to_dict(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_dict(data: dict[str, Any]) -> DictConfig:
+    """Rebuild a typed config from a saved one (``config.yaml`` of a run)."""
+    method_cls = METHODS.get(data["method"]["name"])
+    cfg = OmegaConf.structured(RunConfig(method=method_cls.config_class()))
+    return _merge(cfg, data, "saved config")
+
+
+def _yaml_files(section: str) -> list[Any]:
+    folder = CONFIG_DIR / section
+    return [p for p in folder.iterdir() if p.name.endswith(".yaml")] if folder.is_dir() else []
+
+
+def _read_yaml(path: Any, must_exist: bool = False) -> dict[str, Any]:
+    if not path.is_file():
+        if must_exist:
+            raise BenchError(f"config file {path} does not exist")
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise BenchError(
+            f"config file {path} is not valid YAML: {error}".replace("\n", " ")
+        ) from None
+    if not isinstance(data, dict):
+        raise BenchError(
+            f"config file {path} must hold a mapping of keys, got {type(data).__name__}"
+        )
+    return data
+
+
+def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise BenchError(f"override {item!r} must be key=value, e.g. train.steps=2000")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as error:
+        raise BenchError(
+            f"cannot parse overrides {list(overrides)}: {_first_line(error)}"
+        ) from None
+
+
+def _merge(cfg: DictConfig, layer: dict[str, Any], source: str) -> DictConfig:
+    _check_keys(cfg, layer, source, prefix="")
+    try:
+        return OmegaConf.merge(cfg, layer)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "?"
+        raise BenchError(f"config key {key!r} from {source}: {_first_line(error)}") from None
+
+
+def _check_keys(node: DictConfig, layer: dict[str, Any], source: str, prefix: str) -> None:
+    if OmegaConf.get_type(node) in (dict, None):  # free-form mapping such as dataset.options
+        return
+    for key, value in layer.items():
+        path = f"{prefix}{key}"
+        if key not in node:
+            valid = list(node.keys())
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            where = f"under {prefix[:-1]!r}" if prefix else "at the top level"
+            raise BenchError(
+                f"unknown config key {path!r} from {source}{hint}; "
+                f"valid keys {where}: {', '.join(valid)}"
+            )
+        child = node._get_node(key)
+        if isinstance(value, dict) and isinstance(child, DictConfig):
+            _check_keys(child, value, source, prefix=f"{path}.")
+
+
+def _check_values(cfg: DictConfig, method: str, dataset: str) -> None:
+    if cfg.method.name != method or cfg.dataset.name != dataset:
+        raise BenchError("method.name and dataset.name are set by --method and --dataset")
+    for key in ("train.steps", "train.batch_size", "train.log_every", "train.checkpoint_every"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise BenchError(f"config key {key!r} must be at least 1")
+    for name in cfg.eval.metrics:
+        if name not in METRICS:
+            raise BenchError(f"eval.metrics: {METRICS.unknown_message(name)}")
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]

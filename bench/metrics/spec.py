@@ -1,0 +1,46 @@
+"""What every metric module declares, and the input checks they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.registry import BenchError
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    function: Callable[..., dict[str, float]]
+    # Bumped whenever the numbers a metric gives for the same inputs change, so that
+    # records scored by different versions are never mixed in one table.
+    version: str
+    higher_is_better: bool
+    keys: tuple[str, ...]
+
+
+def check_factor_sizes(metric: str, ground_truth_data) -> None:
+    sizes = list(ground_truth_data.factors_num_values)
+    single = [k for k, size in enumerate(sizes) if size < 2]
+    if single:
+        raise BenchError(
+            f"{metric}: factor {single[0]} has a single value (sizes {sizes}); "
+            "its entropy is 0, so the score is undefined: expose only factors that vary"
+        )
+
+
+def check_codes(metric: str, codes: np.ndarray, min_dims: int = 1) -> None:
+    """``codes`` is (D, N), as ``generate_batch_factor_code`` returns it."""
+    if codes.ndim != 2:
+        raise BenchError(
+            f"{metric}: the representation function must return one row per image (n, D); "
+            f"got an array of {codes.ndim - 1} dimensions per image"
+        )
+    if codes.shape[0] < min_dims:
+        raise BenchError(
+            f"{metric}: needs at least {min_dims} code dimensions, got {codes.shape[0]}"
+        )
+    if not np.all(np.isfinite(codes)):
+        raise BenchError(f"{metric}: the representation contains NaN or inf values")

@@ -1,0 +1,163 @@
+"""One run: resolve the config, build, train, evaluate, record.
+
+``run(...)`` is what ``bench run`` calls; ``load_run(path)`` brings a finished run back
+(config, trained method, metrics), for a notebook.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_model, save_model
+from tqdm import tqdm
+
+from bench import datasets
+from bench.config import config_hash, from_dict, resolve_config, to_yaml
+from bench.datasets import GroundTruthData
+from bench.evaluate import evaluate
+from bench.methods import METHODS
+from bench.methods.base import Method
+from bench.store import (
+    COMPLETE,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    RunRecord,
+    atomic_write_json,
+    atomic_write_text,
+    run_dir,
+)
+from bench.train import NonFiniteLoss, Preempted, select_device, train
+
+
+def run(
+    method: str,
+    dataset: str,
+    preset: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    seed: int | None = None,
+    out: Path | str = "runs",
+    force: bool = False,
+    config_files: list[Path] | tuple[Path, ...] = (),
+) -> RunRecord:
+    """Train and evaluate one run, or resume it, or return it untouched if complete."""
+    cfg = resolve_config(method, dataset, preset, overrides, seed, config_files)
+    data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
+    record = RunRecord(run_dir(Path(out), dataset, method, config_hash(cfg), cfg.seed))
+    if record.is_complete() and not force:
+        tqdm.write(f"already complete: {record.path} (--force reruns it)")
+        return record
+    if force and record.path.exists():
+        shutil.rmtree(record.path)
+
+    atomic_write_text(record.config_file, to_yaml(cfg))
+    started = time.time()
+    record.set_status(RUNNING, pid=os.getpid(), host=platform.node(), started=started)
+    device = select_device(cfg.train.device)
+    try:
+        model = build_method(cfg, data)
+        train(model, data, cfg, record)
+        save_model(model, str(record.weights_file))
+        evaluate(model, data, cfg.eval, record, device)
+    except Preempted as stop:
+        record.set_status(INTERRUPTED, step=stop.step, reason=str(stop))
+        raise
+    except NonFiniteLoss as error:
+        record.set_status(
+            FAILED, error=str(error), step=error.step, last_finite_loss=error.last_finite
+        )
+        raise
+    except BaseException as error:
+        state = INTERRUPTED if isinstance(error, KeyboardInterrupt) else FAILED
+        record.set_status(state, error=repr(error), traceback=traceback.format_exc())
+        raise
+    finally:
+        atomic_write_json(record.environment_file, environment(device, time.time() - started))
+    record.set_status(COMPLETE, started=started, finished=time.time())
+    return record
+
+
+def build_method(cfg: DictConfig, dataset: GroundTruthData) -> Method:
+    """The method of ``cfg``, its weights drawn from the run's seed."""
+    method_cls = METHODS.get(cfg.method.name)
+    torch.manual_seed(cfg.seed)
+    return method_cls(OmegaConf.to_object(cfg.method), dataset.image_shape)
+
+
+@dataclass
+class LoadedRun:
+    record: RunRecord
+    config: DictConfig
+    method: Method
+    metrics: dict[str, Any]
+
+
+def load_run(path: Path | str, device: str = "cpu") -> LoadedRun:
+    """A finished run from its folder: config, trained method (in eval mode), metrics."""
+    record = RunRecord(Path(path))
+    if not record.weights_file.is_file():
+        raise FileNotFoundError(f"{record.path} holds no trained model (model.safetensors)")
+    cfg = from_dict(yaml.safe_load(record.config_file.read_text()))
+    data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
+    model = build_method(cfg, data)
+    load_model(model, str(record.weights_file), device=device)
+    return LoadedRun(record, cfg, model.to(device).eval(), record.metrics())
+
+
+def environment(device: torch.device, wall_time: float) -> dict[str, Any]:
+    """What produced the numbers: versions, code revision, hardware, cost."""
+    packages = ["drlbench", "torch", "numpy", "scipy", "scikit-learn", "omegaconf"]
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "packages": {name: _version(name) for name in packages},
+        "git_commit": _git_commit(),
+        "device": str(device),
+        "device_name": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "wall_time_s": round(wall_time, 2),
+        "peak_memory_mib": round(peak_rss_mib, 1),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+        info["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return info
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    """The commit of the bench source tree, when it is a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None

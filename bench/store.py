@@ -1,0 +1,122 @@
+"""Run records on disk: one folder per run, plain files, atomic writes.
+
+Layout of a run folder, ``<out>/<dataset>/<method>/<config-hash>/seed<k>/``::
+
+    config.yaml        the resolved config (its hash names the parent folder)
+    status.json        running | complete | failed | interrupted, with details
+    environment.json   package versions, git hash, device, peak memory, wall time
+    log.jsonl          one JSON object per logged training step
+    checkpoints/last.pt  model, optimizer, EMA, step and every RNG state
+    model.safetensors  the final weights
+    metrics.json       {metric name: {version, hyperparams, values}}, written metric by metric
+
+Every file but the log is written to a temporary file and renamed into place, so a reader
+never sees a half-written file. The log is appended line by line; a line cut short by a
+crash is ignored when read. This module imports no torch: reports read records, not models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+RUNNING, COMPLETE, FAILED, INTERRUPTED = "running", "complete", "failed", "interrupted"
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path``; renamed onto ``path`` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_dir(out: Path, dataset: str, method: str, config_hash: str, seed: int) -> Path:
+    return Path(out) / dataset / method / config_hash / f"seed{seed}"
+
+
+class RunRecord:
+    """The files of one run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    config_file = property(lambda self: self.path / "config.yaml")
+    status_file = property(lambda self: self.path / "status.json")
+    environment_file = property(lambda self: self.path / "environment.json")
+    log_file = property(lambda self: self.path / "log.jsonl")
+    metrics_file = property(lambda self: self.path / "metrics.json")
+    checkpoint_file = property(lambda self: self.path / "checkpoints" / "last.pt")
+    weights_file = property(lambda self: self.path / "model.safetensors")
+
+    # --- status ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any] | None:
+        return read_json(self.status_file)
+
+    def state(self) -> str | None:
+        status = self.status()
+        return status["state"] if status else None
+
+    def is_complete(self) -> bool:
+        return self.state() == COMPLETE
+
+    def set_status(self, state: str, **details: Any) -> None:
+        atomic_write_json(self.status_file, {"state": state, **details})
+
+    # --- training log ---------------------------------------------------------------------
+
+    def append_log(self, entry: dict[str, Any]) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def read_log(self) -> list[dict[str, Any]]:
+        if not self.log_file.is_file():
+            return []
+        entries = []
+        for line in self.log_file.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line of a killed run
+                continue
+        return entries
+
+    def truncate_log(self, last_step: int) -> None:
+        """Drop entries past ``last_step``: a resumed run logs those steps again."""
+        kept = [e for e in self.read_log() if e.get("step", 0) <= last_step]
+        atomic_write_text(self.log_file, "".join(json.dumps(e) + "\n" for e in kept))
+
+    # --- metrics --------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        return read_json(self.metrics_file) or {}
+
+    def write_metric(self, name: str, record: dict[str, Any]) -> None:
+        metrics = self.metrics()
+        metrics[name] = record
+        atomic_write_json(self.metrics_file, metrics)

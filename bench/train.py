@@ -1,0 +1,224 @@
+"""The one training loop every method uses.
+
+Per step: take the next batch of the data order, compute the method's loss (bf16 autocast
+on CUDA), step the optimizer (with optional gradient clipping), update the EMA. Every
+``log_every`` steps a line goes to the JSONL log; every ``checkpoint_every`` steps and at
+the end a checkpoint holds everything needed to continue bit-identically: weights,
+optimizer, EMA, step, and every RNG state. The data order is a pure function of
+(seed, step), so it needs no state of its own.
+
+SIGTERM and SIGUSR1 (what SLURM sends before preemption) make the loop write a
+checkpoint at the end of the current step and raise ``Preempted``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from bench.datasets import GroundTruthData
+from bench.methods.base import Method
+from bench.store import RunRecord, atomic_path
+
+
+class Preempted(Exception):
+    def __init__(self, step: int, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
+        self.step, self.signum = step, signum
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, step: int, value: float, last_finite: float | None) -> None:
+        super().__init__(f"loss became {value} at step {step} (last finite loss: {last_finite})")
+        self.step, self.value, self.last_finite = step, value, last_finite
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class DataOrder:
+    """Batches of dataset indices: a fresh permutation every epoch, seeded by (seed, epoch)."""
+
+    def __init__(self, num_images: int, batch_size: int, seed: int) -> None:
+        self.num_images, self.batch_size, self.seed = num_images, batch_size, seed
+        self._epoch, self._permutation = -1, np.empty(0, dtype=np.int64)
+
+    def _epoch_permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._epoch, self._permutation = epoch, rng.permutation(self.num_images)
+        return self._permutation
+
+    def batch(self, step: int) -> np.ndarray:
+        """Indices of batch ``step`` (0-based) in the endless concatenation of epochs."""
+        position, parts, missing = step * self.batch_size, [], self.batch_size
+        while missing:
+            epoch, offset = divmod(position, self.num_images)
+            take = min(missing, self.num_images - offset)
+            parts.append(self._epoch_permutation(epoch)[offset : offset + take])
+            position, missing = position + take, missing - take
+        return np.concatenate(parts)
+
+
+def to_images(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, C) -> float (B, C, H, W) in [0, 1] on ``device``."""
+    tensor = torch.from_numpy(batch).to(device, non_blocking=True)
+    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def build_optimizer(method: Method, train: DictConfig) -> torch.optim.Optimizer:
+    optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[train.optimizer.value]
+    return optimizer_cls(
+        method.parameters(),
+        lr=train.lr,
+        betas=(train.adam_beta1, train.adam_beta2),
+        eps=train.adam_eps,
+        weight_decay=train.weight_decay,
+    )
+
+
+@contextmanager
+def stop_signals() -> Iterator[dict[str, int | None]]:
+    """Record SIGTERM/SIGUSR1 instead of dying, so the loop can checkpoint first."""
+    received: dict[str, int | None] = {"signum": None}
+
+    def handler(signum: int, frame: Any) -> None:
+        received["signum"] = signum
+
+    watched = (signal.SIGTERM, signal.SIGUSR1)
+    try:
+        previous = {s: signal.signal(s, handler) for s in watched}
+    except ValueError:  # not the main thread: signals cannot be caught here
+        previous = {}
+    try:
+        yield received
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: RunRecord) -> None:
+    """Train ``method`` for ``cfg.train.steps`` steps, resuming from the record's checkpoint."""
+    train_cfg = cfg.train
+    device = select_device(train_cfg.device)
+    method.to(device).train()
+    optimizer = build_optimizer(method, train_cfg)
+    ema = None
+    if train_cfg.ema_decay is not None:
+        ema = AveragedModel(method, multi_avg_fn=get_ema_multi_avg_fn(train_cfg.ema_decay))
+    noise = torch.Generator(device).manual_seed(cfg.seed)  # the method's random draws
+    data_order = DataOrder(len(dataset), train_cfg.batch_size, cfg.seed)
+    use_amp = train_cfg.amp and device.type == "cuda"
+
+    step = 0
+    if record.checkpoint_file.is_file():
+        step = load_checkpoint(record, method, optimizer, ema, noise)
+        record.truncate_log(step)
+        tqdm.write(f"resuming {record.path} from step {step}")
+
+    last_finite, window_start, window_images = None, time.perf_counter(), 0
+    bar = tqdm(total=train_cfg.steps, initial=step, disable=not train_cfg.progress, unit="step")
+    with stop_signals() as stop, bar:
+        while step < train_cfg.steps:
+            images = to_images(dataset.images(data_order.batch(step)), device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, logs = method.training_loss(images, noise)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise NonFiniteLoss(step + 1, value, last_finite)
+            last_finite = value
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if train_cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), train_cfg.grad_clip)
+            optimizer.step()
+            if ema is not None:
+                ema.update_parameters(method)
+            step += 1
+            window_images += len(images)
+
+            if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                rate = window_images / (time.perf_counter() - window_start)
+                entry = {"step": step, "loss": value, **{k: v.item() for k, v in logs.items()}}
+                record.append_log({**entry, "images_per_s": round(rate, 1), "time": time.time()})
+                bar.set_postfix(loss=f"{value:.4g}", img_s=f"{rate:.0f}")
+                window_start, window_images = time.perf_counter(), 0
+            bar.update(1)
+
+            if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps:
+                save_checkpoint(record, step, method, optimizer, ema, noise)
+            if stop["signum"] is not None:
+                save_checkpoint(record, step, method, optimizer, ema, noise)
+                raise Preempted(step, stop["signum"])
+
+    if ema is not None:  # the averaged weights are the ones scored and kept
+        method.load_state_dict(ema.module.state_dict())
+    method.eval()
+
+
+def save_checkpoint(
+    record: RunRecord,
+    step: int,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    ema: AveragedModel | None,
+    noise: torch.Generator,
+) -> None:
+    numpy_state = np.random.get_state()
+    checkpoint = {
+        "step": step,
+        "model": method.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "rng": {
+            "python": random.getstate(),
+            "numpy": (numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "noise": noise.get_state(),
+        },
+    }
+    with atomic_path(record.checkpoint_file) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def load_checkpoint(
+    record: RunRecord,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    ema: AveragedModel | None,
+    noise: torch.Generator,
+) -> int:
+    """Restore everything ``save_checkpoint`` wrote; returns the step to continue from.
+
+    ``weights_only=True``: a checkpoint file holds tensors and plain values, never code.
+    """
+    checkpoint = torch.load(record.checkpoint_file, map_location="cpu", weights_only=True)
+    method.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if ema is not None:
+        ema.load_state_dict(checkpoint["ema"])
+    rng = checkpoint["rng"]
+    random.setstate(rng["python"])
+    kind, key, *rest = rng["numpy"]
+    np.random.set_state((kind, np.asarray(key, dtype=np.uint32), *rest))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    noise.set_state(rng["noise"])
+    return int(checkpoint["step"])

@@ -1,0 +1,1 @@
+"""YAML configs, shipped inside the package as bench.configs."""
