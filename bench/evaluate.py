@@ -7,6 +7,7 @@ representation function, as in disentanglement_lib; they never see the model.
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,7 +60,7 @@ def evaluate(
         spec = METRICS.get(name)
         if done.get(name, {}).get("version") == spec.version:
             continue  # scored before an interruption
-        tqdm.write(f"scoring {name} ...")
+        tqdm.write(f"scoring {name} ...", file=sys.stderr)
         start = time.perf_counter()
         values = spec.function(
             dataset, represent, np.random.RandomState(eval_cfg.random_seed), artifact_dir=None

@@ -59,7 +59,7 @@ def run(
     data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
     record = RunRecord(run_dir(Path(out), dataset, method, config_hash(cfg), cfg.seed))
     if record.is_complete() and not force:
-        tqdm.write(f"already complete: {record.path} (--force reruns it)")
+        tqdm.write(f"already complete: {record.path} (--force reruns it)", file=sys.stderr)
         return record
     if force and record.path.exists():
         shutil.rmtree(record.path)
@@ -129,7 +129,7 @@ def environment(device: torch.device, wall_time: float) -> dict[str, Any]:
         "packages": {name: _version(name) for name in packages},
         "git_commit": _git_commit(),
         "device": str(device),
-        "device_name": platform.processor() or platform.machine(),
+        "device_name": _cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "wall_time_s": round(wall_time, 2),
@@ -139,6 +139,16 @@ def environment(device: torch.device, wall_time: float) -> dict[str, Any]:
         info["device_name"] = torch.cuda.get_device_name(device)
         info["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _version(package: str) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -128,10 +129,16 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
     if record.checkpoint_file.is_file():
         step = load_checkpoint(record, method, optimizer, ema, noise)
         record.truncate_log(step)
-        tqdm.write(f"resuming {record.path} from step {step}")
+        tqdm.write(f"resuming {record.path} from step {step}", file=sys.stderr)
 
     last_finite, window_start, window_images = None, time.perf_counter(), 0
-    bar = tqdm(total=train_cfg.steps, initial=step, disable=not train_cfg.progress, unit="step")
+    # disable=None: tqdm turns itself off when stderr is not a terminal (CI, SLURM logs).
+    bar = tqdm(
+        total=train_cfg.steps,
+        initial=step,
+        disable=None if train_cfg.progress else True,
+        unit="step",
+    )
     with stop_signals() as stop, bar:
         while step < train_cfg.steps:
             images = to_images(dataset.images(data_order.batch(step)), device)

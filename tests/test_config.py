@@ -1,0 +1,79 @@
+"""Config layers, overrides, errors and the run hash."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.config import config_hash, from_dict, resolve_config, to_dict
+from bench.registry import BenchError, UnknownNameError
+
+
+def resolve(*overrides, preset=None, seed=None, config_files=()):
+    return resolve_config(
+        "beta_vae", "dsprites-procedural", preset, list(overrides), seed, config_files
+    )
+
+
+def test_layers_apply_in_order():
+    paper = resolve()
+    assert paper.train.steps == 300_000 and paper.train.batch_size == 64 and paper.train.lr == 1e-4
+    assert paper.method.num_latent == 10 and paper.seed == 0
+    smoke = resolve(preset="smoke")
+    assert smoke.train.steps == 3000 and smoke.train.checkpoint_every == 500
+    overridden = resolve("train.steps=2000", "method.beta=4", preset="smoke", seed=3)
+    assert overridden.train.steps == 2000 and overridden.method.beta == 4.0 and overridden.seed == 3
+
+
+def test_config_files_merge_before_overrides(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("method:\n  beta: 6\ntrain:\n  steps: 10\n")
+    cfg = resolve("train.steps=20", config_files=[extra])
+    assert cfg.method.beta == 6.0 and cfg.train.steps == 20
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["train.stepz=3"],
+            "unknown config key 'train.stepz' from command line (did you mean "
+            "'train.steps'?); valid keys under 'train': steps, batch_size",
+        ),
+        (["method.bta=2"], "valid keys under 'method': name, beta, num_latent"),
+        (["train.steps=abc"], "config key 'train.steps' from command line: Value 'abc'"),
+        (["train.optimizer=sgd"], "expected one of [adam, adamw]"),
+        (["train.steps=0"], "'train.steps' must be at least 1"),
+        (["eval.metrics=[mgi]"], "unknown metric 'mgi' (did you mean 'mig'?)"),
+        (["train"], "override 'train' must be key=value"),
+    ],
+)
+def test_bad_overrides_give_one_line_errors(overrides, message):
+    with pytest.raises(BenchError) as error:
+        resolve(*overrides)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unknown_names_and_presets():
+    with pytest.raises(UnknownNameError, match="known methods: beta_vae"):
+        resolve_config("nope", "dsprites-procedural")
+    with pytest.raises(UnknownNameError, match="known datasets: dsprites-procedural"):
+        resolve_config("beta_vae", "nope")
+    with pytest.raises(BenchError, match="unknown preset 'smok'; known presets: paper, smoke"):
+        resolve(preset="smok")
+
+
+def test_hash_ignores_seed_and_runtime_keys_only():
+    base = config_hash(resolve())
+    assert config_hash(resolve(seed=5)) == base
+    assert (
+        config_hash(resolve("train.device=cpu", "train.log_every=1", "train.progress=false"))
+        == base
+    )
+    assert config_hash(resolve("method.beta=4")) != base
+    assert config_hash(resolve("train.batch_size=32")) != base
+
+
+def test_saved_config_round_trips():
+    cfg = resolve("method.beta=8", preset="smoke", seed=2)
+    again = from_dict(to_dict(cfg))
+    assert to_dict(again) == to_dict(cfg) and config_hash(again) == config_hash(cfg)

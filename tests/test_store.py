@@ -1,0 +1,37 @@
+"""Run records: atomic writes, a log that survives a crash mid-line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.store import RunRecord, atomic_path, atomic_write_json
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "metrics.json"
+    atomic_write_json(target, {"old": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text('{"half')
+        raise RuntimeError("killed")
+    assert json.loads(target.read_text()) == {"old": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_log_ignores_a_cut_line_and_truncates_on_resume(tmp_path):
+    record = RunRecord(tmp_path)
+    for step in (1, 2, 3):
+        record.append_log({"step": step})
+    with record.log_file.open("a") as f:
+        f.write('{"step": 4, "lo')  # the process died mid-write
+    assert [e["step"] for e in record.read_log()] == [1, 2, 3]
+    record.truncate_log(2)
+    assert [e["step"] for e in record.read_log()] == [1, 2]
+
+
+def test_metrics_are_kept_metric_by_metric(tmp_path):
+    record = RunRecord(tmp_path)
+    record.write_metric("mig", {"values": {"discrete_mig": 0.1}})
+    record.write_metric("dci", {"values": {"disentanglement": 0.2}})
+    assert list(record.metrics()) == ["mig", "dci"]

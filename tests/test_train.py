@@ -1,0 +1,182 @@
+"""The training loop: data order, EMA, non-finite losses, preemption and exact resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from bench.config import RunConfig
+from bench.methods.base import Method, MethodConfig
+from bench.runner import run
+from bench.store import RunRecord
+from bench.train import DataOrder, NonFiniteLoss, train
+from tests.conftest import FAST
+from tests.grid_data import FactorGrid
+
+QUICK = [o for o in FAST if not o.startswith("train.steps")] + ["eval.metrics=[]"]
+
+
+def test_data_order_is_a_permutation_per_epoch_and_deterministic():
+    order = DataOrder(num_images=10, batch_size=4, seed=1)
+    batches = [order.batch(step) for step in range(5)]  # 20 indices: two epochs
+    flat = np.concatenate(batches)
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
+    assert not np.array_equal(flat[:10], flat[10:])
+    again = DataOrder(num_images=10, batch_size=4, seed=1)
+    np.testing.assert_array_equal(again.batch(3), batches[3])  # no state: any step, any order
+    assert not np.array_equal(DataOrder(10, 4, seed=2).batch(0), batches[0])
+
+
+@dataclass
+class QuadraticConfig(MethodConfig):
+    name: str = "quadratic"
+    nan_at: int = -1  # the forward pass that returns NaN (-1: never)
+
+
+class Quadratic(Method):
+    """Pulls a weight vector towards the batch mean: a loss whose optimum is known."""
+
+    config_class = QuadraticConfig
+
+    def __init__(self, config, image_shape):
+        super().__init__(config, image_shape)
+        self.weight = torch.nn.Parameter(torch.zeros(3))
+        self.calls = 0
+
+    @property
+    def representation_dim(self):
+        return 3
+
+    def training_loss(self, images, generator):
+        self.calls += 1
+        loss = ((self.weight - images.mean()) ** 2).sum()
+        if self.calls == self.config.nan_at:
+            loss = loss * float("nan")
+        return loss, {"weight0": self.weight[0].detach()}
+
+    def encode(self, images):
+        return self.weight.expand(len(images), 3)
+
+
+def quadratic_cfg(**train):
+    cfg = OmegaConf.structured(RunConfig(method=QuadraticConfig()))
+    cfg.train.merge_with({"log_every": 1, "checkpoint_every": 100, "progress": False, **train})
+    return cfg
+
+
+def test_ema_follows_its_closed_form(tmp_path):
+    data = FactorGrid((4, 4))
+    cfg = quadratic_cfg(steps=20, batch_size=4, optimizer="adam", lr=0.05, ema_decay=0.8)
+    model = Quadratic(QuadraticConfig(), data.image_shape)
+    train(model, data, cfg, RunRecord(tmp_path))
+    # Replay the same optimisation by hand; the first EMA update copies the weights.
+    order, weight = DataOrder(len(data), 4, cfg.seed), torch.zeros(3, requires_grad=True)
+    optimizer = torch.optim.Adam([weight], lr=0.05)
+    ema = None
+    for step in range(20):
+        target = torch.from_numpy(data.images(order.batch(step))).float().div(255).mean()
+        optimizer.zero_grad()
+        ((weight - target) ** 2).sum().backward()
+        optimizer.step()
+        ema = weight.detach().clone() if ema is None else 0.8 * ema + 0.2 * weight.detach()
+    torch.testing.assert_close(model.weight.detach(), ema, rtol=1e-6, atol=1e-7)
+
+
+def test_non_finite_loss_stops_with_step_and_last_finite_value(tmp_path):
+    data = FactorGrid((4, 4))
+    model = Quadratic(QuadraticConfig(nan_at=4), data.image_shape)
+    with pytest.raises(NonFiniteLoss) as error:
+        train(model, data, quadratic_cfg(steps=10, batch_size=2), RunRecord(tmp_path))
+    assert error.value.step == 4 and np.isnan(error.value.value)
+    last_logged = RunRecord(tmp_path).read_log()[-1]
+    assert last_logged["step"] == 3 and error.value.last_finite == last_logged["loss"]
+
+
+def test_a_diverging_run_is_recorded_as_failed(tmp_path):
+    with pytest.raises(NonFiniteLoss):
+        run(
+            "beta_vae",
+            "dsprites-procedural",
+            "smoke",
+            [*QUICK, "train.steps=50", "train.lr=1e30"],
+            out=tmp_path,
+        )
+    (status_file,) = tmp_path.glob("**/status.json")
+    status = json.loads(status_file.read_text())
+    assert status["state"] == "failed" and status["step"] >= 1
+    assert "last_finite_loss" in status and "loss became" in status["error"]
+
+
+def start_run(out, steps: int) -> subprocess.Popen:
+    args = ["--method", "beta_vae", "--dataset", "dsprites-procedural", "--preset", "smoke"]
+    overrides = [*QUICK, f"train.steps={steps}", "train.checkpoint_every=10"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", *args, "--out", str(out), *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_step(out, step: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for log in out.glob("**/log.jsonl"):
+            lines = [line for line in log.read_text().splitlines() if line.endswith("}")]
+            if lines and json.loads(lines[-1])["step"] >= step:
+                return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise TimeoutError(f"no step {step} within {timeout}s")
+
+
+def final_weights(out) -> dict[str, torch.Tensor]:
+    (weights,) = out.glob("**/model.safetensors")
+    return load_file(weights)
+
+
+def test_sigkill_then_resume_gives_bit_identical_weights(tmp_path):
+    reference = start_run(tmp_path / "reference", steps=40)
+    assert reference.wait(timeout=300) == 0, reference.communicate()
+
+    interrupted = start_run(tmp_path / "killed", steps=40)
+    wait_for_step(tmp_path / "killed", 25, interrupted)
+    interrupted.send_signal(signal.SIGKILL)
+    interrupted.wait()
+    (status,) = (tmp_path / "killed").glob("**/status.json")
+    assert json.loads(status.read_text())["state"] == "running"  # what a crash leaves behind
+    resumed = start_run(tmp_path / "killed", steps=40)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    assert "resuming" in stderr and "from step 20" in stderr
+
+    expected, actual = final_weights(tmp_path / "reference"), final_weights(tmp_path / "killed")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    (log,) = (tmp_path / "killed").glob("**/log.jsonl")
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == list(range(1, 41))
+
+
+def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
+    process = start_run(tmp_path, steps=400)
+    wait_for_step(tmp_path, 5, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and "Run the same command to resume" in stderr
+    (status_file,) = tmp_path.glob("**/status.json")
+    status = json.loads(status_file.read_text())
+    (checkpoint,) = tmp_path.glob("**/checkpoints/last.pt")
+    assert status["state"] == "interrupted"
+    assert torch.load(checkpoint, weights_only=True)["step"] == status["step"] >= 5
