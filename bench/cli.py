@@ -64,6 +64,9 @@ def run(
     except NonFiniteLoss as error:
         typer.echo(f"run failed: {error}", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted; run the same command to resume from the last checkpoint", err=True)
+        raise typer.Exit(130) from None
     metrics = record.metrics()
     for name, result in metrics.items():
         values = ", ".join(f"{k}={v:.4f}" for k, v in result["values"].items())

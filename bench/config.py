@@ -66,6 +66,7 @@ class TrainConfig:
     log_every: int = 100
     checkpoint_every: int = 5000
     progress: bool = True
+    tensorboard: bool = False  # also log to <run>/tensorboard (pip install 'drlbench[tensorboard]')
 
 
 @dataclass
@@ -84,7 +85,13 @@ class RunConfig:
     seed: int = 0
 
 
-RUNTIME_KEYS = ("train.device", "train.log_every", "train.checkpoint_every", "train.progress")
+RUNTIME_KEYS = (
+    "train.device",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.progress",
+    "train.tensorboard",
+)
 
 
 def resolve_config(

@@ -37,6 +37,7 @@ from bench.store import (
     INTERRUPTED,
     RUNNING,
     RunRecord,
+    atomic_path,
     atomic_write_json,
     atomic_write_text,
     run_dir,
@@ -57,7 +58,8 @@ def run(
     """Train and evaluate one run, or resume it, or return it untouched if complete."""
     cfg = resolve_config(method, dataset, preset, overrides, seed, config_files)
     data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
-    record = RunRecord(run_dir(Path(out), dataset, method, config_hash(cfg), cfg.seed))
+    run_hash = config_hash(cfg)
+    record = RunRecord(run_dir(Path(out), dataset, method, run_hash, cfg.seed))
     if record.is_complete() and not force:
         tqdm.write(f"already complete: {record.path} (--force reruns it)", file=sys.stderr)
         return record
@@ -66,12 +68,15 @@ def run(
 
     atomic_write_text(record.config_file, to_yaml(cfg))
     started = time.time()
-    record.set_status(RUNNING, pid=os.getpid(), host=platform.node(), started=started)
+    record.set_status(
+        RUNNING, config_hash=run_hash, pid=os.getpid(), host=platform.node(), started=started
+    )
     device = select_device(cfg.train.device)
     try:
         model = build_method(cfg, data)
         train(model, data, cfg, record)
-        save_model(model, str(record.weights_file))
+        with atomic_path(record.weights_file) as tmp:
+            save_model(model, str(tmp))
         evaluate(model, data, cfg.eval, record, device)
     except Preempted as stop:
         record.set_status(INTERRUPTED, step=stop.step, reason=str(stop))
@@ -87,7 +92,7 @@ def run(
         raise
     finally:
         atomic_write_json(record.environment_file, environment(device, time.time() - started))
-    record.set_status(COMPLETE, started=started, finished=time.time())
+    record.set_status(COMPLETE, config_hash=run_hash, started=started, finished=time.time())
     return record
 
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from bench.datasets import GroundTruthData
 from bench.methods.base import Method
+from bench.registry import BenchError
 from bench.store import RunRecord, atomic_path
 
 
@@ -92,6 +93,16 @@ def build_optimizer(method: Method, train: DictConfig) -> torch.optim.Optimizer:
     )
 
 
+def open_tensorboard(record: RunRecord) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise BenchError(
+            "train.tensorboard=true needs TensorBoard: pip install 'drlbench[tensorboard]'"
+        ) from None
+    return SummaryWriter(log_dir=str(record.path / "tensorboard"))
+
+
 @contextmanager
 def stop_signals() -> Iterator[dict[str, int | None]]:
     """Record SIGTERM/SIGUSR1 instead of dying, so the loop can checkpoint first."""
@@ -124,6 +135,7 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
     noise = torch.Generator(device).manual_seed(cfg.seed)  # the method's random draws
     data_order = DataOrder(len(dataset), train_cfg.batch_size, cfg.seed)
     use_amp = train_cfg.amp and device.type == "cuda"
+    tensorboard = open_tensorboard(record) if train_cfg.tensorboard else None
 
     step = 0
     if record.checkpoint_file.is_file():
@@ -163,6 +175,10 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
                 rate = window_images / (time.perf_counter() - window_start)
                 entry = {"step": step, "loss": value, **{k: v.item() for k, v in logs.items()}}
                 record.append_log({**entry, "images_per_s": round(rate, 1), "time": time.time()})
+                if tensorboard is not None:
+                    for key, scalar in entry.items():
+                        if key != "step":
+                            tensorboard.add_scalar(f"train/{key}", scalar, step)
                 bar.set_postfix(loss=f"{value:.4g}", img_s=f"{rate:.0f}")
                 window_start, window_images = time.perf_counter(), 0
             bar.update(1)
@@ -173,6 +189,8 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
                 save_checkpoint(record, step, method, optimizer, ema, noise)
                 raise Preempted(step, stop["signum"])
 
+    if tensorboard is not None:
+        tensorboard.close()
     if ema is not None:  # the averaged weights are the ones scored and kept
         method.load_state_dict(ema.module.state_dict())
     method.eval()

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from bench.config import RunConfig
 from bench.methods.base import Method, MethodConfig
+from bench.registry import BenchError
 from bench.runner import run
 from bench.store import RunRecord
 from bench.train import DataOrder, NonFiniteLoss, train
@@ -180,3 +181,17 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
     (checkpoint,) = tmp_path.glob("**/checkpoints/last.pt")
     assert status["state"] == "interrupted"
     assert torch.load(checkpoint, weights_only=True)["step"] == status["step"] >= 5
+
+
+def test_tensorboard_logging_or_a_clear_error(tmp_path):
+    data = FactorGrid((4, 4))
+    model = Quadratic(QuadraticConfig(), data.image_shape)
+    cfg = quadratic_cfg(steps=3, batch_size=2, tensorboard=True)
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(BenchError, match=r"pip install 'drlbench\[tensorboard\]'"):
+            train(model, data, cfg, RunRecord(tmp_path))
+    else:
+        train(model, data, cfg, RunRecord(tmp_path))
+        assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
