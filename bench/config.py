@@ -49,6 +49,13 @@ class DatasetConfig:
 
 
 @dataclass
+class DataConfig:
+    # null: read or render each batch on the CPU; a device ("cuda", "cpu"): keep every image
+    # of the dataset there as uint8 and gather batches in place.
+    device: Optional[str] = None
+
+
+@dataclass
 class TrainConfig:
     steps: int = 300_000
     batch_size: int = 64
@@ -80,12 +87,14 @@ class EvalConfig:
 class RunConfig:
     method: Any = None  # the method's config dataclass
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
 
 
 RUNTIME_KEYS = (
+    "data.device",
     "train.device",
     "train.log_every",
     "train.checkpoint_every",

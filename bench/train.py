@@ -29,6 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from bench.datasets import GroundTruthData
+from bench.datasets.torch_view import TorchImages
 from bench.methods.base import Method
 from bench.registry import BenchError
 from bench.store import RunRecord, atomic_path
@@ -74,12 +75,6 @@ class DataOrder:
             parts.append(self._epoch_permutation(epoch)[offset : offset + take])
             position, missing = position + take, missing - take
         return np.concatenate(parts)
-
-
-def to_images(batch: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (B, H, W, C) -> float (B, C, H, W) in [0, 1] on ``device``."""
-    tensor = torch.from_numpy(batch).to(device, non_blocking=True)
-    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def build_optimizer(method: Method, train: DictConfig) -> torch.optim.Optimizer:
@@ -134,6 +129,7 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
         ema = AveragedModel(method, multi_avg_fn=get_ema_multi_avg_fn(train_cfg.ema_decay))
     noise = torch.Generator(device).manual_seed(cfg.seed)  # the method's random draws
     data_order = DataOrder(len(dataset), train_cfg.batch_size, cfg.seed)
+    source = TorchImages(dataset, cfg.data.device)
     use_amp = train_cfg.amp and device.type == "cuda"
     tensorboard = open_tensorboard(record) if train_cfg.tensorboard else None
 
@@ -153,7 +149,7 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
     )
     with stop_signals() as stop, bar:
         while step < train_cfg.steps:
-            images = to_images(dataset.images(data_order.batch(step)), device)
+            images = source.batch(data_order.batch(step), device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, logs = method.training_loss(images, noise)
             value = loss.item()

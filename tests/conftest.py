@@ -27,6 +27,20 @@ def bench_cli(
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_data_dirs(tmp_path_factory):
+    """Tests never read or write the user's dataset and cache folders."""
+    root = tmp_path_factory.mktemp("bench-dirs")
+    saved = {k: os.environ.get(k) for k in ("BENCH_DATA", "BENCH_CACHE")}
+    os.environ["BENCH_DATA"], os.environ["BENCH_CACHE"] = str(root / "data"), str(root / "cache")
+    yield root
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def _install_gin_shims() -> None:
     """metrics.md §0: dlib imports gin.tf (TensorFlow) and uses gin 0.4's blacklist= keyword."""
     import gin

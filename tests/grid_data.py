@@ -11,8 +11,8 @@ class FactorGrid(GroundTruthData):
     """Images of shape (1, 1, K) whose pixels are the factor indices."""
 
     def __init__(self, sizes: tuple[int, ...]) -> None:
-        self.factors_num_values = tuple(sizes)
-        self.factor_names = tuple(f"f{k}" for k in range(len(sizes)))
+        self.state_sizes = tuple(sizes)
+        self.state_names = tuple(f"f{k}" for k in range(len(sizes)))
         self.image_shape = (1, 1, len(sizes))
 
     def images(self, indices: np.ndarray) -> np.ndarray:

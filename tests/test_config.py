@@ -56,7 +56,10 @@ def test_bad_overrides_give_one_line_errors(overrides, message):
 def test_unknown_names_and_presets():
     with pytest.raises(UnknownNameError, match="known methods: beta_vae"):
         resolve_config("nope", "dsprites-procedural")
-    with pytest.raises(UnknownNameError, match="known datasets: dsprites-procedural"):
+    with pytest.raises(
+        UnknownNameError,
+        match="known datasets: cars3d, celeba, dsprites, dsprites-procedural, mpi3d",
+    ):
         resolve_config("beta_vae", "nope")
     with pytest.raises(BenchError, match="unknown preset 'smok'; known presets: paper, smoke"):
         resolve(preset="smok")

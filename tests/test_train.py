@@ -195,3 +195,27 @@ def test_tensorboard_logging_or_a_clear_error(tmp_path):
     else:
         train(model, data, cfg, RunRecord(tmp_path))
         assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resident_images_train_exactly_like_per_batch_reads(tmp_path):
+    data = FactorGrid((4, 5))
+    weights = []
+    for resident in (None, "cpu"):
+        model = Quadratic(QuadraticConfig(), data.image_shape)
+        cfg = quadratic_cfg(steps=7, batch_size=3)
+        cfg.data.device = resident
+        train(model, data, cfg, RunRecord(tmp_path / str(resident)))
+        weights.append(model.weight.detach())
+    assert torch.equal(weights[0], weights[1])
+
+
+@pytest.mark.gpu
+def test_images_resident_on_the_gpu(tmp_path):
+    record = run(
+        "beta_vae",
+        "shapes3d-procedural",
+        "smoke",
+        [*QUICK, "train.steps=20", "data.device=cuda", "train.device=cuda"],
+        out=tmp_path,
+    )
+    assert record.is_complete()

@@ -8,11 +8,29 @@ from bench.datasets.ground_truth import GroundTruthData
 from bench.registry import BenchError, Registry
 
 DATASETS = Registry("dataset", "bench.datasets")
-DATASETS.register(
-    "dsprites-procedural",
-    "bench.datasets.dsprites:DSpritesProcedural",
-    "dSprites rendered from factor values: shape, scale, orientation, posX, posY (no download)",
-)
+for _name, _target, _description in [
+    ("dsprites", "dsprites:DSprites", "dSprites (DeepMind), npz or hdf5: 737,280 binary sprites"),
+    (
+        "dsprites-procedural",
+        "dsprites:DSpritesProcedural",
+        "dSprites rendered from factor values: shape, scale, orientation, posX, posY (no download)",
+    ),
+    ("shapes3d", "shapes3d:Shapes3D", "3D Shapes (DeepMind), 3dshapes.h5: 480,000 RGB renders"),
+    (
+        "shapes3d-procedural",
+        "shapes3d_procedural:Shapes3DProcedural",
+        "3D Shapes look-alike from a ray caster: same factors and index order (no download)",
+    ),
+    ("mpi3d", "mpi3d:MPI3D", "MPI3D, variant=toy|realistic|real: 1,036,800 robot-arm images"),
+    ("cars3d", "cars3d:Cars3D", "Cars3D: 183 car models × 24 azimuths × 4 elevations"),
+    ("smallnorb", "smallnorb:SmallNORB", "SmallNORB, train+test: 5 categories, instance nuisance"),
+    (
+        "celeba",
+        "celeba:CelebA",
+        "CelebA: aligned faces with 40 binary attributes (crop=disdiff|tad)",
+    ),
+]:
+    DATASETS.register(_name, f"bench.datasets.{_target}", _description)
 
 
 def load(name: str, **options: object) -> GroundTruthData:

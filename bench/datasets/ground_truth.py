@@ -1,9 +1,13 @@
 """The ground-truth dataset contract: disentanglement_lib's ``GroundTruthData`` plus a few extras.
 
-A dataset is a full grid of discrete factors. Each image has a flat index, which is the
-row-major (C-order) position of its factor tuple: the last factor varies fastest, as in
-every real dataset file. Subclasses give the factor table and ``images(indices)``; the
-rest (random sampling exactly as disentanglement_lib draws, index <-> factors) is here.
+A dataset is a full grid of discrete factors stored in row-major (C) order: the last factor
+varies fastest, as in every real dataset file, and an image's flat index is the row-major
+position of its factor tuple. Some stored factors are nuisances that metrics do not see
+(SmallNORB's instance, dSprites' constant colour); as in dlib's ``SplitDiscreteStateSpace``,
+they are drawn uniformly from the RandomState whenever an observation is sampled.
+
+Subclasses set the factor table and implement ``images``; sampling exactly as dlib draws and
+index <-> factor conversion are here.
 """
 
 from __future__ import annotations
@@ -14,19 +18,28 @@ import numpy as np
 
 
 class GroundTruthData(ABC):
-    """Base class: subclasses set ``factor_names``, ``factors_num_values``, ``image_shape``
-    and implement ``images``."""
-
-    factor_names: tuple[str, ...]
-    factors_num_values: tuple[int, ...]
+    # All stored factors, in storage order (the index is row-major over these).
+    state_names: tuple[str, ...]
+    state_sizes: tuple[int, ...]
+    # Stored factors that metrics do not see; they are resampled for every observation.
+    nuisance_factors: tuple[str, ...] = ()
     image_shape: tuple[int, int, int]  # H, W, C of the uint8 images
     description: str = ""
 
     # --- disentanglement_lib's interface -------------------------------------------------
 
     @property
+    def factor_names(self) -> tuple[str, ...]:
+        """The factors metrics see (the stored ones minus the nuisances)."""
+        return tuple(n for n in self.state_names if n not in self.nuisance_factors)
+
+    @property
+    def factors_num_values(self) -> tuple[int, ...]:
+        return tuple(self.state_sizes[self.state_names.index(n)] for n in self.factor_names)
+
+    @property
     def num_factors(self) -> int:
-        return len(self.factors_num_values)
+        return len(self.factor_names)
 
     @property
     def observation_shape(self) -> tuple[int, int, int]:
@@ -47,8 +60,8 @@ class GroundTruthData(ABC):
         self, factors: np.ndarray, random_state: np.random.RandomState
     ) -> np.ndarray:
         """Float32 images in [0, 1], shape (n, H, W, C), as dlib hands them to metrics."""
-        del random_state  # every factor is exposed: nothing is resampled
-        return self.images(self.index_of(factors)).astype(np.float32) / 255.0
+        state = self.complete_factors(factors, random_state)
+        return self.images(self.index_of(state)).astype(np.float32) / 255.0
 
     def sample(
         self, num: int, random_state: np.random.RandomState
@@ -61,18 +74,33 @@ class GroundTruthData(ABC):
 
     # --- extras ---------------------------------------------------------------------------
 
-    def __len__(self) -> int:
-        return int(np.prod(self.factors_num_values))
-
-    def index_of(self, factors: np.ndarray) -> np.ndarray:
-        """Flat row-major index of each factor tuple: ``factors`` is (n, num_factors)."""
+    def complete_factors(
+        self, factors: np.ndarray, random_state: np.random.RandomState
+    ) -> np.ndarray:
+        """Stored-factor tuples for latent ones: nuisances drawn in storage order, as dlib."""
         factors = np.asarray(factors, dtype=np.int64)
-        return np.ravel_multi_index(tuple(factors.T), self.factors_num_values)
+        if not self.nuisance_factors:
+            return factors
+        state = np.zeros((len(factors), len(self.state_sizes)), dtype=np.int64)
+        latent = [self.state_names.index(n) for n in self.factor_names]
+        state[:, latent] = factors
+        for k, (name, size) in enumerate(zip(self.state_names, self.state_sizes, strict=True)):
+            if name in self.nuisance_factors:
+                state[:, k] = random_state.randint(size, size=len(factors))
+        return state
+
+    def __len__(self) -> int:
+        return int(np.prod(self.state_sizes))
+
+    def index_of(self, state: np.ndarray) -> np.ndarray:
+        """Flat row-major index of stored-factor tuples (n, len(state_sizes))."""
+        state = np.asarray(state, dtype=np.int64)
+        return np.ravel_multi_index(tuple(state.T), self.state_sizes)
 
     def factors_of(self, index: np.ndarray) -> np.ndarray:
-        """Factor tuples (n, num_factors) of flat indices."""
+        """Stored-factor tuples (n, len(state_sizes)) of flat indices."""
         index = np.asarray(index, dtype=np.int64)
-        return np.stack(np.unravel_index(index, self.factors_num_values), axis=-1)
+        return np.stack(np.unravel_index(index, self.state_sizes), axis=-1)
 
     @abstractmethod
     def images(self, indices: np.ndarray) -> np.ndarray:

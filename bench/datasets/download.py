@@ -1,0 +1,299 @@
+"""Fetch the official dataset files into ``$BENCH_DATA``: checksummed, resumable, atomic.
+
+Each file is downloaded through pooch into ``<name>.part`` (an interrupted download resumes
+from there with an HTTP Range request), checked against its published hash, and only then
+renamed into place: a corrupt or truncated file is deleted, never left where a loader reads.
+Where no hash is published, the size is checked when known, and the sha256 of what was
+downloaded is recorded in ``download.json`` so that ``bench data verify`` can re-check it.
+
+``$BENCH_DATA_MIRROR`` (a base URL) replaces every file's host and folder, for a local mirror.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.datasets.celeba import MANUAL as CELEBA_MANUAL
+from bench.datasets.dsprites import HDF5_NAME as DSPRITES_FILE
+from bench.datasets.files import DatasetFileError, data_dir
+from bench.datasets.shapes3d import FILE_NAME as SHAPES3D_FILE
+from bench.datasets.smallnorb import SPLITS as NORB_SPLITS
+from bench.datasets.smallnorb import file_name as norb_file_name
+from bench.fileio import atomic_write_json
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    url: str | None  # None: the file is fetched by hand (see Source.manual)
+    known_hash: str | None  # "sha256:…" or "md5:…"; None where nothing is published
+    size: int | None = None
+
+
+def remote(url: str, known_hash: str | None, size: int | None = None) -> RemoteFile:
+    return RemoteFile(url.rsplit("/", 1)[-1], url, known_hash, size)
+
+
+@dataclass(frozen=True)
+class Source:
+    folder: str  # below the data dir
+    files: tuple[RemoteFile, ...]
+    extract: bool = False  # a tar.gz to unpack in place
+    manual: str | None = None  # set when the files cannot be fetched automatically
+    loader_path: str = ""  # what the loader reads, relative to the folder ("" = the folder)
+
+
+_MPI3D = "https://storage.googleapis.com/disentanglement_dataset/Final_Dataset/mpi3d_{}.npz"
+_NORB = "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/{}.gz"
+_NORB_SHA256 = {
+    ("training", "dat"): "5ffd6272a07d32695ee1082a26a41a93a37aab8c28da047f8c34ed348d214873",
+    ("training", "cat"): "2784e542c1922060691090952b6cd6278879a216c90f81476f0f00256d42cdaa",
+    ("training", "info"): "de7eb932ebe7a4ee16217fead60660d0eb3d23632c2f4d1c51f88c501c17bf32",
+    ("testing", "dat"): "cf7104eed3e51174d2f65b66d1e5878b9da233b886f161b0d88f4510ba2c7474",
+    ("testing", "cat"): "ecaf6d5bb8c3bc5eab9cf0258f6d2198dd474e016e374836fc097f2e5ff509ff",
+    ("testing", "info"): "16adf314226327ee006d1a44db8cfef52773c06c829951d5653a9f6f310248a2",
+}
+_NORB_SIZES = {
+    ("training", "dat"): 131_896_188,
+    ("training", "cat"): 348,
+    ("training", "info"): 71_052,
+    ("testing", "dat"): 130_799_817,
+    ("testing", "cat"): 347,
+    ("testing", "info"): 10_428,
+}
+
+SOURCES: dict[str, Source] = {
+    "dsprites": Source(
+        "dsprites",
+        (
+            remote(
+                f"https://raw.githubusercontent.com/deepmind/dsprites-dataset/master/{DSPRITES_FILE}",
+                "sha256:729fa22e884c9c500e1f17415d580746b4c5894fbbb780a1319bbcfa39a745bb",
+                28_024_106,
+            ),
+        ),
+        loader_path=DSPRITES_FILE,
+    ),
+    "shapes3d": Source(
+        "shapes3d",
+        (
+            remote(
+                f"https://storage.googleapis.com/3d-shapes/{SHAPES3D_FILE}",
+                "sha256:0a0f6ed98baff276a50f3a081a7434d788da63cb135a98189b2a5b5769be1785",
+                267_573_662,
+            ),
+        ),
+        loader_path=SHAPES3D_FILE,
+    ),
+    "mpi3d-toy": Source(
+        "mpi3d",
+        (remote(_MPI3D.format("toy"), "md5:55889cb7c7dfc655d6e0277beee88868"),),
+        loader_path="mpi3d_toy.npz",
+    ),
+    "mpi3d-realistic": Source(
+        "mpi3d",
+        (remote(_MPI3D.format("realistic"), "md5:59a6225b88b635365f70c91b3e52f70f"),),
+        loader_path="mpi3d_realistic.npz",
+    ),
+    "mpi3d-real": Source(
+        "mpi3d",
+        (remote(_MPI3D.format("real"), "md5:0f33f609918fb5c97996692f91129802"),),
+        loader_path="mpi3d_real.npz",
+    ),
+    "cars3d": Source(
+        "cars3d",
+        (
+            remote(
+                "http://www.scottreed.info/files/nips2015-analogy-data.tar.gz",
+                "md5:4e866a7919c1beedf53964e6f7a23686",
+            ),
+        ),
+        extract=True,
+        loader_path="data/cars",
+    ),
+    "smallnorb": Source(
+        "smallnorb",
+        tuple(
+            remote(
+                _NORB.format(norb_file_name(split, kind)),
+                "sha256:" + _NORB_SHA256[split.rsplit("-", 1)[1], kind],
+                _NORB_SIZES[split.rsplit("-", 1)[1], kind],
+            )
+            for split in NORB_SPLITS
+            for kind in ("dat", "cat", "info")
+        ),
+    ),
+    "celeba": Source(
+        "celeba",
+        (
+            RemoteFile(
+                "img_align_celeba.zip",
+                None,
+                "sha256:46fb89443c578308acf364d7d379fe1b9efb793042c0af734b6112e4fd3a8c74",
+                1_443_490_838,
+            ),
+            RemoteFile(
+                "list_attr_celeba.txt",
+                None,
+                "sha256:f0e5da289d5ccf75ffe8811132694922b60f2af59256ed362afa03fefba324d0",
+                26_721_026,
+            ),
+            RemoteFile(
+                "list_eval_partition.txt",
+                None,
+                "sha256:fc955bcb3ef8fbdf7d5640d9a8693a8431b5f2ee291a5c1449a1549e7e073fe7",
+                2_836_386,
+            ),
+        ),
+        manual=CELEBA_MANUAL,
+    ),
+}
+
+
+def source(name: str) -> Source:
+    if name not in SOURCES:
+        raise DatasetFileError(
+            f"no download for {name!r}; downloadable datasets: {', '.join(SOURCES)}"
+        )
+    return SOURCES[name]
+
+
+def folder_of(name: str) -> Path:
+    return data_dir() / source(name).folder
+
+
+def _url(file: RemoteFile) -> str:
+    mirror = os.environ.get("BENCH_DATA_MIRROR")
+    return f"{mirror.rstrip('/')}/{file.name}" if mirror else str(file.url)
+
+
+class ResumableDownloader:
+    """A pooch downloader that keeps what it got in ``<name>.part`` and resumes from there."""
+
+    def __init__(self, partial: Path, progress: bool) -> None:
+        self.partial, self.progress = partial, progress
+
+    def __call__(self, url: str, output_file: str, pooch: object, check_only: bool = False) -> None:
+        import requests
+        from tqdm import tqdm
+
+        have = self.partial.stat().st_size if self.partial.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        with requests.get(url, headers=headers, stream=True, timeout=60) as response:
+            if response.status_code == 416:  # nothing left to fetch
+                response.close()
+            else:
+                response.raise_for_status()
+                resumed = response.status_code == 206
+                total = int(response.headers.get("Content-Length", 0)) + (have if resumed else 0)
+                mode = "ab" if resumed else "wb"
+                bar = tqdm(
+                    total=total or None,
+                    initial=have if resumed else 0,
+                    unit="B",
+                    unit_scale=True,
+                    desc=self.partial.name[:-5],
+                    disable=not self.progress,
+                )
+                with self.partial.open(mode) as f, bar:
+                    for chunk in response.iter_content(chunk_size=1 << 20):
+                        f.write(chunk)
+                        bar.update(len(chunk))
+        os.replace(self.partial, output_file)  # pooch checks the hash, then renames or deletes
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(file: RemoteFile, folder: Path, progress: bool = True) -> Path:
+    """Download one file into ``folder`` unless a verified copy is there; returns its path."""
+    import pooch
+
+    target = folder / file.name
+    folder.mkdir(parents=True, exist_ok=True)
+    downloader = ResumableDownloader(folder / f"{file.name}.part", progress)
+    try:
+        pooch.retrieve(_url(file), file.known_hash, file.name, folder, downloader=downloader)
+    except ValueError as error:  # hash mismatch: pooch has deleted the file
+        raise DatasetFileError(f"{file.name}: {' '.join(str(error).split())}") from None
+    if file.size is not None and target.stat().st_size != file.size:
+        target.unlink()
+        raise DatasetFileError(
+            f"{file.name}: expected {file.size:,} bytes, found a different size; deleted it"
+        )
+    return target
+
+
+def download(name: str, progress: bool = True) -> Path:
+    """Fetch every file of dataset ``name``; returns the folder its loader reads."""
+    src = source(name)
+    folder = folder_of(name)
+    if src.manual:
+        raise DatasetFileError(src.manual.format(root=folder / "img_align_celeba"))
+    record = {}
+    for file in src.files:
+        path = fetch(file, folder, progress)
+        record[file.name] = {
+            "url": file.url,
+            "size": path.stat().st_size,
+            "sha256": sha256_of(path),
+            "checked_against": file.known_hash or "nothing published: size and sha256 recorded",
+        }
+        if src.extract:
+            _extract(path, folder)
+    atomic_write_json(folder / f"download-{name}.json", record)
+    return folder / src.loader_path
+
+
+def _extract(archive: Path, folder: Path) -> None:
+    """Unpack a tar.gz beside itself, atomically: into a temporary folder, then renamed."""
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, OSError) as error:
+            raise DatasetFileError(f"{archive}: expected a tar.gz archive, found {error}") from None
+        for item in Path(tmp).iterdir():
+            destination = folder / item.name
+            if destination.exists():
+                shutil.rmtree(destination) if destination.is_dir() else destination.unlink()
+            os.replace(item, destination)
+
+
+def verify(name: str) -> list[tuple[str, str]]:
+    """(file name, verdict) for every file of ``name``: each hash checked again."""
+    import pooch
+
+    src = source(name)
+    folder = folder_of(name)
+    record_file = folder / f"download-{name}.json"
+    recorded = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    verdicts = []
+    for file in src.files:
+        path = folder / file.name
+        if not path.is_file():
+            verdicts.append((file.name, "missing"))
+        elif file.known_hash:
+            ok = (
+                pooch.file_hash(str(path), file.known_hash.split(":")[0])
+                == (file.known_hash.split(":")[1])
+            )
+            verdicts.append((file.name, "ok" if ok else f"MISMATCH with {file.known_hash}"))
+        elif file.name in recorded:
+            ok = sha256_of(path) == recorded[file.name]["sha256"]
+            verdicts.append((file.name, "ok (recorded sha256)" if ok else "CHANGED since download"))
+        else:
+            verdicts.append((file.name, "present; no published or recorded checksum"))
+    return verdicts
