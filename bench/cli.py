@@ -93,6 +93,47 @@ def list_registered(
         typer.echo(f"{name:<{width}}  {entry.description}")
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Download, list and verify dataset files.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command(name="download")
+def data_download(name: Annotated[str, typer.Argument(help="Dataset (see `bench data ls`).")]):
+    """Fetch a dataset's official files into $BENCH_DATA, checksummed and resumable."""
+    from bench.datasets.download import download
+
+    path = download(name)
+    typer.echo(f"{name}: ready at {path}")
+
+
+@data_app.command(name="ls")
+def data_list() -> None:
+    """Each dataset: present / missing, size on disk, where it goes."""
+    from bench.datasets.download import SOURCES, folder_of
+
+    typer.echo(f"{'dataset':<18}{'state':<10}{'size':>10}  where")
+    for name, source in SOURCES.items():
+        folder = folder_of(name)
+        files = [folder / f.name for f in source.files]
+        present = [f for f in files if f.is_file()]
+        state = "present" if len(present) == len(files) else "partial" if present else "missing"
+        size = sum(f.stat().st_size for f in present) / 2**20
+        typer.echo(f"{name:<18}{state:<10}{size:>8.0f}MB  {folder}")
+    typer.echo("dsprites-procedural and shapes3d-procedural need no files.")
+
+
+@data_app.command(name="verify")
+def data_verify(name: Annotated[str, typer.Argument(help="Dataset (see `bench data ls`).")]):
+    """Check every file of a dataset against its published (or recorded) hash again."""
+    from bench.datasets.download import verify
+
+    verdicts = verify(name)
+    for file_name, verdict in verdicts:
+        typer.echo(f"{file_name}: {verdict}")
+    if any(v == "missing" or v.startswith(("MISMATCH", "CHANGED")) for _, v in verdicts):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     # A closed pipe (`bench ls methods | head`) ends the program quietly.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

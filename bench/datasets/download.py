@@ -203,7 +203,7 @@ class ResumableDownloader:
                     disable=not self.progress,
                 )
                 with self.partial.open(mode) as f, bar:
-                    for chunk in response.iter_content(chunk_size=1 << 20):
+                    for chunk in response.iter_content(chunk_size=1 << 16):
                         f.write(chunk)
                         bar.update(len(chunk))
         os.replace(self.partial, output_file)  # pooch checks the hash, then renames or deletes
@@ -220,14 +220,22 @@ def sha256_of(path: Path) -> str:
 def fetch(file: RemoteFile, folder: Path, progress: bool = True) -> Path:
     """Download one file into ``folder`` unless a verified copy is there; returns its path."""
     import pooch
+    import requests
 
     target = folder / file.name
     folder.mkdir(parents=True, exist_ok=True)
-    downloader = ResumableDownloader(folder / f"{file.name}.part", progress)
+    partial = folder / f"{file.name}.part"
+    downloader = ResumableDownloader(partial, progress)
     try:
         pooch.retrieve(_url(file), file.known_hash, file.name, folder, downloader=downloader)
     except ValueError as error:  # hash mismatch: pooch has deleted the file
         raise DatasetFileError(f"{file.name}: {' '.join(str(error).split())}") from None
+    except requests.exceptions.RequestException as error:
+        kept = partial.stat().st_size if partial.exists() else 0
+        raise DatasetFileError(
+            f"{file.name}: download interrupted ({type(error).__name__}) with {kept:,} bytes "
+            "kept; run the same command again to resume"
+        ) from None
     if file.size is not None and target.stat().st_size != file.size:
         target.unlink()
         raise DatasetFileError(
