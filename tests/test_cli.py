@@ -108,3 +108,33 @@ def test_run_leaves_a_complete_record_and_is_not_repeated(tmp_path):
     again = bench_cli(*args)
     assert again.returncode == 0 and "already complete" in again.stderr
     assert (record / "log.jsonl").read_text().count("\n") == 6  # not trained again
+
+
+def test_a_missing_dataset_names_the_download_and_the_stand_in(tmp_path):
+    result = bench_cli(
+        "run", "--method", "beta_vae", "--dataset", "shapes3d", "--out", str(tmp_path / "runs")
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "bench data download shapes3d" in result.stderr
+    assert "--dataset shapes3d-procedural" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_beta_vae_runs_on_shapes3d_procedural(tmp_path):
+    result = bench_cli(
+        "run",
+        "--method",
+        "beta_vae",
+        "--dataset",
+        "shapes3d-procedural",
+        "--preset",
+        "smoke",
+        "--out",
+        str(tmp_path),
+        *FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    (record,) = tmp_path.glob("shapes3d-procedural/beta_vae/*/seed0")
+    assert json.loads((record / "status.json").read_text())["state"] == "complete"
+    assert "discrete_mig" in json.loads((record / "metrics.json").read_text())["mig"]["values"]

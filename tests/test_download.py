@@ -137,3 +137,41 @@ def test_manual_datasets_say_how(monkeypatch, tmp_path):
         download.download("celeba")
     with pytest.raises(DatasetFileError, match="downloadable datasets: dsprites, shapes3d"):
         download.download("nope")
+
+
+def test_cars3d_archive_downloads_extracts_and_loads(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    import numpy as np
+    import scipy.io
+
+    from bench.datasets.cars3d import Cars3D
+
+    mat = io.BytesIO()
+    scipy.io.savemat(mat, {"im": np.zeros((128, 128, 3, 24, 4), np.uint8)})
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for name, content in (
+            ("data/cars/list.txt", b"car_001_mesh\n"),
+            ("data/cars/car_001_mesh.mat", mat.getvalue()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    payload = archive.getvalue()
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    with FileServer({"cars.tar.gz": payload}) as running:
+        md5 = "md5:" + hashlib.md5(payload).hexdigest()
+        source = download.SOURCES["cars3d"]
+        patched = Source(
+            source.folder,
+            (RemoteFile("cars.tar.gz", running.url("cars.tar.gz"), md5),),
+            extract=True,
+            loader_path=source.loader_path,
+        )
+        monkeypatch.setitem(download.SOURCES, "cars3d", patched)
+        path = download.download("cars3d", progress=False)
+    data = Cars3D()  # the loader's default path is where the download put it
+    assert path == tmp_path / "data" / "cars3d" / "data" / "cars"
+    assert data.factors_num_values == (4, 24, 1)
