@@ -51,6 +51,11 @@ class Source:
 
 
 _MPI3D = "https://storage.googleapis.com/disentanglement_dataset/Final_Dataset/mpi3d_{}.npz"
+_MPI3D_MD5 = {
+    "toy": "55889cb7c7dfc655d6e0277beee88868",
+    "realistic": "59a6225b88b635365f70c91b3e52f70f",
+    "real": "0f33f609918fb5c97996692f91129802",
+}
 _NORB = "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/{}.gz"
 _NORB_SHA256 = {
     ("training", "dat"): "5ffd6272a07d32695ee1082a26a41a93a37aab8c28da047f8c34ed348d214873",
@@ -92,21 +97,14 @@ SOURCES: dict[str, Source] = {
         ),
         loader_path=SHAPES3D_FILE,
     ),
-    "mpi3d-toy": Source(
-        "mpi3d",
-        (remote(_MPI3D.format("toy"), "md5:55889cb7c7dfc655d6e0277beee88868"),),
-        loader_path="mpi3d_toy.npz",
-    ),
-    "mpi3d-realistic": Source(
-        "mpi3d",
-        (remote(_MPI3D.format("realistic"), "md5:59a6225b88b635365f70c91b3e52f70f"),),
-        loader_path="mpi3d_realistic.npz",
-    ),
-    "mpi3d-real": Source(
-        "mpi3d",
-        (remote(_MPI3D.format("real"), "md5:0f33f609918fb5c97996692f91129802"),),
-        loader_path="mpi3d_real.npz",
-    ),
+    **{
+        f"mpi3d-{variant}": Source(
+            "mpi3d",
+            (remote(_MPI3D.format(variant), f"md5:{md5}"),),
+            loader_path=f"mpi3d_{variant}.npz",
+        )
+        for variant, md5 in _MPI3D_MD5.items()
+    },
     "cars3d": Source(
         "cars3d",
         (

@@ -23,6 +23,7 @@ from bench.datasets.files import (
     expect,
     expect_array,
     expect_row_major,
+    open_hdf5,
     require,
 )
 from bench.datasets.ground_truth import GroundTruthData
@@ -148,17 +149,5 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_hdf5(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import h5py
-
-    try:
-        file = h5py.File(path, "r")
-    except OSError as error:
-        raise DatasetFileError(f"{path}: expected an HDF5 file, found {error}") from None
-    with file:
-        expect(
-            "imgs" in file and "latents/classes" in file,
-            path,
-            "datasets imgs and latents/classes",
-            sorted(file.keys()),
-        )
+    with open_hdf5(path, ("imgs", "latents/classes")) as file:
         return file["imgs"][()], file["latents/classes"][()]

@@ -74,6 +74,21 @@ def expect_row_major(path: Path, factors: np.ndarray, sizes: tuple[int, ...]) ->
     )
 
 
+def open_hdf5(path: Path, keys: tuple[str, ...]):
+    """An open h5py File holding every dataset in ``keys``, or a one-line error."""
+    import h5py
+
+    try:
+        file = h5py.File(path, "r")
+    except OSError as error:
+        raise DatasetFileError(f"{path}: expected an HDF5 file, found {error}") from None
+    if not all(key in file for key in keys):
+        found = sorted(file.keys())
+        file.close()
+        raise DatasetFileError(f"{path}: expected datasets {', '.join(keys)}, found {found}")
+    return file
+
+
 def cached_array(
     name: str, source: Path, shape: tuple[int, ...], dtype, fill: Callable[[np.ndarray], None]
 ) -> np.ndarray:

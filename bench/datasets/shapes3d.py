@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from bench.datasets.files import (
-    DatasetFileError,
     cached_array,
     data_dir,
     expect,
     expect_array,
     expect_row_major,
+    open_hdf5,
     require,
 )
 from bench.datasets.ground_truth import GroundTruthData
@@ -36,21 +36,9 @@ class Shapes3D(GroundTruthData):
     description = "3D Shapes (DeepMind): 480,000 RGB 64×64 renders"
 
     def __init__(self, path: str | None = None, factor_sizes: tuple[int, ...] = FACTOR_SIZES):
-        import h5py
-
         path = Path(path) if path else data_dir() / "shapes3d" / FILE_NAME
         require(path, "shapes3d")
-        try:
-            file = h5py.File(path, "r")
-        except OSError as error:
-            raise DatasetFileError(f"{path}: expected an HDF5 file, found {error}") from None
-        with file:
-            expect(
-                "images" in file and "labels" in file,
-                path,
-                "datasets images and labels",
-                sorted(file.keys()),
-            )
+        with open_hdf5(path, ("images", "labels")) as file:
             images, labels = file["images"], file["labels"]
             expect_array(path, "images", images, (None, 64, 64, 3), np.uint8)
             expect_array(path, "labels", labels, (len(images), 6), np.float64)
