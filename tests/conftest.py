@@ -70,6 +70,28 @@ def dlib_metrics():
     return {"mig": mig, "utils": utils}
 
 
+@pytest.fixture(scope="session")
+def dlib_metrics_all():
+    """Every dlib metric module the equivalence tests compare with."""
+    _install_gin_shims()
+    import importlib
+
+    names = [
+        "beta_vae",
+        "dci",
+        "factor_vae",
+        "irs",
+        "mig",
+        "modularity_explicitness",
+        "sap_score",
+        "unsupervised_metrics",
+    ]
+    return {
+        name: importlib.import_module(f"disentanglement_lib.evaluation.metrics.{name}")
+        for name in names
+    }
+
+
 @pytest.fixture
 def gin_bindings():
     """Parse gin bindings for one test and clear them after, as dlib's evaluate() would."""

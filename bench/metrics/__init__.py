@@ -3,10 +3,24 @@
 from bench.registry import Registry
 
 METRICS = Registry("metric", "bench.metrics")
-METRICS.register(
-    "mig",
-    "bench.metrics.mig:SPEC",
-    "Mutual Information Gap (Chen et al. 2018), as disentanglement_lib computes it",
-)
+for _name, _module, _description in [
+    ("beta_vae", "beta_vae", "BetaVAE score (Higgins et al. 2017), dlib's sklearn variant"),
+    ("dci", "dci", "DCI disentanglement, completeness, informativeness (Eastwood & Williams)"),
+    ("factor_vae", "factor_vae", "FactorVAE score (Kim & Mnih 2018)"),
+    ("irs", "irs", "Interventional Robustness Score (Suter et al. 2019)"),
+    ("mig", "mig", "Mutual Information Gap (Chen et al. 2018)"),
+    (
+        "modularity_explicitness",
+        "modularity_explicitness",
+        "Modularity and explicitness (Ridgeway & Zemel 2018)",
+    ),
+    ("sap_score", "sap_score", "SAP score (Kumar et al. 2018)"),
+    (
+        "unsupervised",
+        "unsupervised_metrics",
+        "Gaussian total correlation, Wasserstein dependency, mean pairwise MI of the code",
+    ),
+]:
+    METRICS.register(_name, f"bench.metrics.{_module}:SPEC", _description)
 
 __all__ = ["METRICS"]

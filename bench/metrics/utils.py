@@ -56,3 +56,26 @@ def discrete_mutual_info(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
 def discrete_entropy(factors: np.ndarray) -> np.ndarray:
     """Plug-in entropy (nats) of each factor row."""
     return np.array([sklearn.metrics.mutual_info_score(row, row) for row in factors])
+
+
+def obtain_representation(
+    observations: np.ndarray, representation_function: RepresentationFunction, batch_size: int
+) -> np.ndarray:
+    """Codes (N, D) of observations, in batches of ``batch_size`` (no random draws)."""
+    return np.concatenate(
+        [
+            np.asarray(representation_function(observations[start : start + batch_size]))
+            for start in range(0, len(observations), batch_size)
+        ]
+    )
+
+
+def normalize_data(
+    data: np.ndarray, mean: np.ndarray | None = None, stddev: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardise each row of (D, N) data (np.std, ddof 0), with given or own statistics."""
+    if mean is None:
+        mean = np.mean(data, axis=1)
+    if stddev is None:
+        stddev = np.std(data, axis=1)
+    return (data - mean[:, np.newaxis]) / stddev[:, np.newaxis], mean, stddev

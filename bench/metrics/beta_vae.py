@@ -1,0 +1,70 @@
+"""BetaVAE score (Higgins et al. 2017), as disentanglement_lib's ``compute_beta_vae_sklearn``.
+
+Each point fixes one random factor across two batches of 64 samples; its feature is the mean
+absolute code difference between the batches, its label the fixed factor. A logistic
+regression (given the metric's RandomState, as dlib does) is scored on 10,000 training and
+5,000 eval points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from bench.metrics.spec import MetricSpec, check_factor_sizes
+from bench.metrics.utils import RepresentationFunction
+
+
+def compute_beta_vae_sklearn(
+    ground_truth_data,
+    representation_function: RepresentationFunction,
+    random_state: np.random.RandomState,
+    artifact_dir: str | None = None,
+    batch_size: int = 64,
+    num_train: int = 10000,
+    num_eval: int = 5000,
+) -> dict[str, float]:
+    del artifact_dir
+    check_factor_sizes("beta_vae_sklearn", ground_truth_data)
+    train_points, train_labels = _points(
+        ground_truth_data, representation_function, batch_size, num_train, random_state
+    )
+    model = LogisticRegression(random_state=random_state)
+    model.fit(train_points, train_labels)
+    train_accuracy = np.mean(model.predict(train_points) == train_labels)
+    eval_points, eval_labels = _points(
+        ground_truth_data, representation_function, batch_size, num_eval, random_state
+    )
+    return {
+        "train_accuracy": float(train_accuracy),
+        "eval_accuracy": float(model.score(eval_points, eval_labels)),
+    }
+
+
+def _points(ground_truth_data, representation_function, batch_size, num_points, random_state):
+    labels = np.zeros(num_points, dtype=np.int64)
+    points = None
+    for i in range(num_points):
+        factor = random_state.randint(ground_truth_data.num_factors)
+        factors1 = ground_truth_data.sample_factors(batch_size, random_state)
+        factors2 = ground_truth_data.sample_factors(batch_size, random_state)
+        factors2[:, factor] = factors1[:, factor]
+        observations1 = ground_truth_data.sample_observations_from_factors(factors1, random_state)
+        observations2 = ground_truth_data.sample_observations_from_factors(factors2, random_state)
+        feature = np.mean(
+            np.abs(representation_function(observations1) - representation_function(observations2)),
+            axis=0,
+        )
+        if points is None:
+            points = np.zeros((num_points, feature.shape[0]))
+        labels[i], points[i] = factor, feature
+    return points, labels
+
+
+SPEC = MetricSpec(
+    name="beta_vae",
+    function=compute_beta_vae_sklearn,
+    version="1",
+    higher_is_better=True,
+    keys=("train_accuracy", "eval_accuracy"),
+)

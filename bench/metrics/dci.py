@@ -1,0 +1,129 @@
+"""DCI: disentanglement, completeness, informativeness (Eastwood & Williams 2018), as
+disentanglement_lib computes it.
+
+One scikit-learn ``GradientBoostingClassifier()`` (all defaults) per factor predicts the
+factor from the code; its feature importances form the (codes × factors) importance matrix R.
+Disentanglement is 1 − the entropy (base K) of each code's row of R, weighted by the code's
+share of R; completeness is 1 − the entropy (base D) of each factor's column;
+informativeness is the mean train / test accuracy.
+
+dlib's trees take their tie-breaking seeds from the *global* numpy RNG, and its reference
+numbers are made with ``np.random.seed(0)`` before the metric. Here factor k's classifier gets
+``RandomState(global_seed)`` advanced past the trees of factors 0..k-1, which is the stream it
+would see in dlib's sequential loop: the fits run in parallel and the numbers stay identical,
+without touching the global RNG.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.stats
+from joblib import Parallel, delayed
+from sklearn.ensemble import GradientBoostingClassifier
+
+from bench.metrics.spec import MetricSpec, check_codes, check_factor_sizes
+from bench.metrics.utils import RepresentationFunction, generate_batch_factor_code
+
+MAX_INT = np.iinfo(np.int32).max
+
+
+def compute_dci(
+    ground_truth_data,
+    representation_function: RepresentationFunction,
+    random_state: np.random.RandomState,
+    artifact_dir: str | None = None,
+    num_train: int = 10000,
+    num_test: int = 5000,
+    batch_size: int = 16,
+    global_seed: int = 0,
+    n_jobs: int = -1,
+) -> dict[str, float]:
+    """``n_jobs`` parallel fits change the time, never the numbers."""
+    del artifact_dir
+    check_factor_sizes("dci", ground_truth_data)
+    mus_train, ys_train = generate_batch_factor_code(
+        ground_truth_data, representation_function, num_train, random_state, batch_size
+    )
+    mus_test, ys_test = generate_batch_factor_code(
+        ground_truth_data, representation_function, num_test, random_state, batch_size
+    )
+    check_codes("dci", mus_train)
+    return dci_from_codes(mus_train, ys_train, mus_test, ys_test, global_seed, n_jobs)
+
+
+def dci_from_codes(
+    mus_train: np.ndarray,
+    ys_train: np.ndarray,
+    mus_test: np.ndarray,
+    ys_test: np.ndarray,
+    global_seed: int = 0,
+    n_jobs: int = -1,
+) -> dict[str, float]:
+    """DCI of codes (D, N) against factors (K, N)."""
+    importance, acc_train, acc_test = importance_matrix(
+        mus_train, ys_train, mus_test, ys_test, global_seed, n_jobs
+    )
+    return {
+        "informativeness_train": float(np.mean(acc_train)),
+        "informativeness_test": float(np.mean(acc_test)),
+        "disentanglement": disentanglement(importance),
+        "completeness": completeness(importance),
+    }
+
+
+def _trees_per_fit(labels: np.ndarray, n_estimators: int = 100) -> int:
+    """Trees (= seed draws) of one GBT fit: one per stage, or one per class and stage."""
+    classes = len(np.unique(labels))
+    return n_estimators * (classes if classes > 2 else 1)
+
+
+def _fit_factor(x_train, y_train, x_test, y_test, global_seed: int, skip: int):
+    rng = np.random.RandomState(global_seed)
+    if skip:
+        rng.randint(0, MAX_INT, size=skip)  # the draws of the earlier factors' trees
+    model = GradientBoostingClassifier(random_state=rng)
+    model.fit(x_train, y_train)
+    return (
+        np.abs(model.feature_importances_),
+        np.mean(model.predict(x_train) == y_train),
+        np.mean(model.predict(x_test) == y_test),
+    )
+
+
+def importance_matrix(mus_train, ys_train, mus_test, ys_test, global_seed=0, n_jobs=-1):
+    """R (D, K) and per-factor train / test accuracies."""
+    num_factors = ys_train.shape[0]
+    skips = np.cumsum([0] + [_trees_per_fit(ys_train[k]) for k in range(num_factors - 1)])
+    fits = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_factor)(
+            mus_train.T, ys_train[k], mus_test.T, ys_test[k], global_seed, int(skips[k])
+        )
+        for k in range(num_factors)
+    )
+    importance = np.stack([f[0] for f in fits], axis=1)
+    return importance, np.array([f[1] for f in fits]), np.array([f[2] for f in fits])
+
+
+def disentanglement(importance: np.ndarray) -> float:
+    per_code = 1.0 - scipy.stats.entropy(importance.T + 1e-11, base=importance.shape[1])
+    if importance.sum() == 0.0:
+        importance = np.ones_like(importance)
+    code_importance = importance.sum(axis=1) / importance.sum()
+    return float(np.sum(per_code * code_importance))
+
+
+def completeness(importance: np.ndarray) -> float:
+    per_factor = 1.0 - scipy.stats.entropy(importance + 1e-11, base=importance.shape[0])
+    if importance.sum() == 0.0:
+        importance = np.ones_like(importance)
+    factor_importance = importance.sum(axis=0) / importance.sum()
+    return float(np.sum(per_factor * factor_importance))
+
+
+SPEC = MetricSpec(
+    name="dci",
+    function=compute_dci,
+    version="1",
+    higher_is_better=True,
+    keys=("disentanglement", "completeness", "informativeness_train", "informativeness_test"),
+)

@@ -1,0 +1,94 @@
+"""Modularity and explicitness (Ridgeway & Zemel 2018), as disentanglement_lib computes them.
+
+Modularity: per code dimension, how much of its (squared) mutual information goes to a
+single factor. Explicitness: per factor, the macro one-vs-rest AUROC of a logistic regression
+(scikit-learn defaults) from the standardised code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import MultiLabelBinarizer
+
+from bench.metrics.spec import MetricSpec, check_codes, check_factor_sizes
+from bench.metrics.utils import (
+    RepresentationFunction,
+    discrete_mutual_info,
+    generate_batch_factor_code,
+    histogram_discretize,
+    normalize_data,
+)
+from bench.registry import BenchError
+
+
+def compute_modularity_explicitness(
+    ground_truth_data,
+    representation_function: RepresentationFunction,
+    random_state: np.random.RandomState,
+    artifact_dir: str | None = None,
+    num_train: int = 10000,
+    num_test: int = 5000,
+    batch_size: int = 16,
+    num_bins: int = 20,
+) -> dict[str, float]:
+    del artifact_dir
+    check_factor_sizes("modularity_explicitness", ground_truth_data)
+    mus_train, ys_train = generate_batch_factor_code(
+        ground_truth_data, representation_function, num_train, random_state, batch_size
+    )
+    mus_test, ys_test = generate_batch_factor_code(
+        ground_truth_data, representation_function, num_test, random_state, batch_size
+    )
+    check_codes("modularity_explicitness", mus_train)
+    mutual_information = discrete_mutual_info(histogram_discretize(mus_train, num_bins), ys_train)
+    if np.any(np.std(mus_train, axis=1) == 0):
+        raise BenchError(
+            "modularity_explicitness: a code dimension is constant, so it cannot be "
+            "standardised for explicitness (disentanglement_lib raises here too)"
+        )
+    train_norm, mean, stddev = normalize_data(mus_train)
+    test_norm, _, _ = normalize_data(mus_test, mean, stddev)
+    explicitness = np.array(
+        [
+            explicitness_per_factor(train_norm, ys_train[k], test_norm, ys_test[k])
+            for k in range(ys_train.shape[0])
+        ]
+    )
+    return {
+        "modularity_score": modularity(mutual_information),
+        "explicitness_score_train": float(np.mean(explicitness[:, 0])),
+        "explicitness_score_test": float(np.mean(explicitness[:, 1])),
+    }
+
+
+def explicitness_per_factor(mus_train, y_train, mus_test, y_test) -> tuple[float, float]:
+    classifier = LogisticRegression().fit(mus_train.T, y_train)
+    binarizer = MultiLabelBinarizer()
+    train = roc_auc_score(
+        binarizer.fit_transform(y_train[:, None]), classifier.predict_proba(mus_train.T)
+    )
+    test = roc_auc_score(
+        binarizer.fit_transform(y_test[:, None]), classifier.predict_proba(mus_test.T)
+    )
+    return train, test
+
+
+def modularity(mutual_information: np.ndarray) -> float:
+    squared = np.square(mutual_information)
+    max_squared = np.max(squared, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta = (np.sum(squared, axis=1) - max_squared) / (max_squared * (squared.shape[1] - 1.0))
+    score = 1.0 - delta
+    score[max_squared == 0.0] = 0.0
+    return float(np.mean(score))
+
+
+SPEC = MetricSpec(
+    name="modularity_explicitness",
+    function=compute_modularity_explicitness,
+    version="1",
+    higher_is_better=True,
+    keys=("modularity_score", "explicitness_score_train", "explicitness_score_test"),
+)

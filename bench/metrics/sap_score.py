@@ -1,0 +1,65 @@
+"""SAP score (Kumar et al. 2018), as disentanglement_lib computes it (discrete factors).
+
+For every code dimension and factor, a 1-D ``LinearSVC(C=0.01, class_weight="balanced")``
+predicts the factor from that dimension alone; SAP is the mean over factors of the gap
+between the best and second-best dimension's test accuracy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.svm import LinearSVC
+
+from bench.metrics.spec import MetricSpec, check_codes, check_factor_sizes
+from bench.metrics.utils import RepresentationFunction, generate_batch_factor_code
+
+
+def compute_sap(
+    ground_truth_data,
+    representation_function: RepresentationFunction,
+    random_state: np.random.RandomState,
+    artifact_dir: str | None = None,
+    num_train: int = 10000,
+    num_test: int = 5000,
+    batch_size: int = 16,
+    continuous_factors: bool = False,
+) -> dict[str, float]:
+    del artifact_dir
+    check_factor_sizes("sap", ground_truth_data)
+    mus, ys = generate_batch_factor_code(
+        ground_truth_data, representation_function, num_train, random_state, batch_size
+    )
+    mus_test, ys_test = generate_batch_factor_code(
+        ground_truth_data, representation_function, num_test, random_state, batch_size
+    )
+    check_codes("sap", mus, min_dims=2)
+    score = score_matrix(mus, ys, mus_test, ys_test, continuous_factors)
+    top_two = np.sort(score, axis=0)[::-1][:2]
+    return {"SAP_score": float(np.mean(top_two[0] - top_two[1]))}
+
+
+def score_matrix(mus, ys, mus_test, ys_test, continuous_factors: bool) -> np.ndarray:
+    """S (D, K): how well each single code dimension predicts each factor."""
+    num_codes, num_factors = mus.shape[0], ys.shape[0]
+    score = np.zeros((num_codes, num_factors))
+    for i in range(num_codes):
+        for j in range(num_factors):
+            if continuous_factors:
+                cov = np.cov(mus[i, :], ys[j, :], ddof=1)
+                variance = cov[0, 0]
+                score[i, j] = cov[0, 1] ** 2 / (variance * cov[1, 1]) if variance > 1e-12 else 0.0
+            else:
+                classifier = LinearSVC(C=0.01, class_weight="balanced")
+                classifier.fit(mus[i, :][:, np.newaxis], ys[j, :])
+                predicted = classifier.predict(mus_test[i, :][:, np.newaxis])
+                score[i, j] = np.mean(predicted == ys_test[j, :])
+    return score
+
+
+SPEC = MetricSpec(
+    name="sap_score",
+    function=compute_sap,
+    version="1",
+    higher_is_better=True,
+    keys=("SAP_score",),
+)
