@@ -79,6 +79,7 @@ def dlib_metrics_all():
     names = [
         "beta_vae",
         "dci",
+        "downstream_task",
         "factor_vae",
         "irs",
         "mig",

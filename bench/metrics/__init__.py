@@ -5,6 +5,11 @@ from bench.registry import Registry
 METRICS = Registry("metric", "bench.metrics")
 for _name, _module, _description in [
     ("beta_vae", "beta_vae", "BetaVAE score (Higgins et al. 2017), dlib's sklearn variant"),
+    (
+        "downstream_task",
+        "downstream_task",
+        "Downstream accuracy and sample efficiency with 100 / 1000 / 10000 training points",
+    ),
     ("dci", "dci", "DCI disentanglement, completeness, informativeness (Eastwood & Williams)"),
     ("factor_vae", "factor_vae", "FactorVAE score (Kim & Mnih 2018)"),
     ("irs", "irs", "Interventional Robustness Score (Suter et al. 2019)"),

@@ -77,10 +77,10 @@ def _trees_per_fit(labels: np.ndarray, n_estimators: int = 100) -> int:
     return n_estimators * (classes if classes > 2 else 1)
 
 
-def _fit_factor(x_train, y_train, x_test, y_test, global_seed: int, skip: int):
+def _fit_gbt(x_train, y_train, x_test, y_test, global_seed: int, skip: int):
     rng = np.random.RandomState(global_seed)
     if skip:
-        rng.randint(0, MAX_INT, size=skip)  # the draws of the earlier factors' trees
+        rng.randint(0, MAX_INT, size=skip)  # the draws of the trees fitted before this one
     model = GradientBoostingClassifier(random_state=rng)
     model.fit(x_train, y_train)
     return (
@@ -90,16 +90,28 @@ def _fit_factor(x_train, y_train, x_test, y_test, global_seed: int, skip: int):
     )
 
 
+def seeded_gbt_fits(
+    tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    global_seed: int = 0,
+    n_jobs: int = -1,
+) -> list[tuple[np.ndarray, float, float]]:
+    """(importances, train accuracy, test accuracy) of one default GBT per task
+    (x_train, y_train, x_test, y_test), equal to fitting them one after the other with the
+    global RNG seeded to ``global_seed``, as dlib does."""
+    trees = [_trees_per_fit(y_train) for _, y_train, _, _ in tasks]
+    skips = np.cumsum([0, *trees[:-1]])
+    return Parallel(n_jobs=n_jobs)(
+        delayed(_fit_gbt)(*task, global_seed, int(skip))
+        for task, skip in zip(tasks, skips, strict=True)
+    )
+
+
 def importance_matrix(mus_train, ys_train, mus_test, ys_test, global_seed=0, n_jobs=-1):
     """R (D, K) and per-factor train / test accuracies."""
-    num_factors = ys_train.shape[0]
-    skips = np.cumsum([0] + [_trees_per_fit(ys_train[k]) for k in range(num_factors - 1)])
-    fits = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_factor)(
-            mus_train.T, ys_train[k], mus_test.T, ys_test[k], global_seed, int(skips[k])
-        )
-        for k in range(num_factors)
-    )
+    tasks = [
+        (mus_train.T, y, mus_test.T, y_test) for y, y_test in zip(ys_train, ys_test, strict=True)
+    ]
+    fits = seeded_gbt_fits(tasks, global_seed, n_jobs)
     importance = np.stack([f[0] for f in fits], axis=1)
     return importance, np.array([f[1] for f in fits]), np.array([f[2] for f in fits])
 
