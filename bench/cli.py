@@ -74,6 +74,29 @@ def run(
     typer.echo(f"record: {record.path}")
 
 
+@app.command(name="eval")
+def eval_run(
+    run_dir: Annotated[Path, typer.Argument(help="A run's folder (runs/<dataset>/<method>/...).")],
+    metrics: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="Metrics to score (repeat or comma-separate); default: the run's."),
+    ] = None,
+    gin: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option(help="disentanglement_lib metric .gin files (dci.gin, mig.gin, ...)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Re-score a finished run; metrics.json keeps each result as it finishes."""
+    from bench.runner import evaluate_run
+
+    names = [n for item in metrics or [] for n in item.split(",") if n] or None
+    results = evaluate_run(run_dir, names, gin or [], device)
+    for name in names or results:
+        values = results[name]["values"]
+        typer.echo(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+
+
 @app.command(name="ls")
 def list_registered(
     kind: Annotated[str, typer.Argument(help="methods, metrics or datasets")],

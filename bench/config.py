@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import enum
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -76,11 +77,27 @@ class TrainConfig:
     tensorboard: bool = False  # also log to <run>/tensorboard (pip install 'drlbench[tensorboard]')
 
 
+class Encode(str, enum.Enum):
+    auto = "auto"  # "all" when FactorVAE or BetaVAE is in the battery, else "lazy"
+    all = "all"  # encode every image of the dataset once, up front
+    lazy = "lazy"  # encode each image the first time a metric asks for it
+
+
+class Reduce(str, enum.Enum):
+    none = "none"  # score the code as the method's encode() returns it, flattened
+    pca1 = "pca1"  # one scalar per latent unit: PCA(1) of its token over the dataset
+
+
 @dataclass
 class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["mig"])
     random_seed: int = 0  # disentanglement_lib's evaluation.random_seed
     batch_size: int = 256  # images per encoder call
+    encode: Encode = Encode.auto
+    reduce: Reduce = Reduce.none
+    # Per-metric hyperparameters over the metric's defaults (dlib's unsupervised study):
+    # e.g. eval.hyperparams.dci.num_train=2000
+    hyperparams: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -232,9 +249,24 @@ def _check_values(cfg: DictConfig, method: str, dataset: str) -> None:
     for key in ("train.steps", "train.batch_size", "train.log_every", "train.checkpoint_every"):
         if OmegaConf.select(cfg, key) < 1:
             raise BenchError(f"config key {key!r} must be at least 1")
-    for name in cfg.eval.metrics:
+    check_metrics(cfg.eval.metrics, OmegaConf.to_container(cfg.eval.hyperparams))
+
+
+def check_metrics(names: list[str], hyperparams: dict[str, dict[str, Any]]) -> None:
+    """Every metric is registered and every hyperparameter is one its function takes."""
+    for name in names:
         if name not in METRICS:
             raise BenchError(f"eval.metrics: {METRICS.unknown_message(name)}")
+    for name, values in hyperparams.items():
+        if name not in METRICS:
+            raise BenchError(f"eval.hyperparams: {METRICS.unknown_message(name)}")
+        valid = list(inspect.signature(METRICS.get(name).function).parameters)[4:]
+        for key in values:
+            if key not in valid:
+                raise BenchError(
+                    f"eval.hyperparams.{name}: unknown hyperparameter {key!r}; "
+                    f"valid: {', '.join(valid)}"
+                )
 
 
 def _first_line(error: Exception) -> str:

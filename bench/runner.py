@@ -26,11 +26,13 @@ from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
 from bench import datasets
-from bench.config import config_hash, from_dict, resolve_config, to_yaml
+from bench.config import check_metrics, config_hash, from_dict, resolve_config, to_yaml
 from bench.datasets import GroundTruthData
 from bench.evaluate import evaluate
 from bench.methods import METHODS
 from bench.methods.base import Method
+from bench.metrics.gin_config import read_gin
+from bench.registry import BenchError
 from bench.store import (
     COMPLETE,
     FAILED,
@@ -109,18 +111,43 @@ class LoadedRun:
     config: DictConfig
     method: Method
     metrics: dict[str, Any]
+    dataset: Any
 
 
 def load_run(path: Path | str, device: str = "cpu") -> LoadedRun:
-    """A finished run from its folder: config, trained method (in eval mode), metrics."""
+    """A finished run from its folder: config, trained method (in eval mode), metrics, dataset."""
     record = RunRecord(Path(path))
     if not record.weights_file.is_file():
-        raise FileNotFoundError(f"{record.path} holds no trained model (model.safetensors)")
+        raise BenchError(f"{record.path} holds no trained model (model.safetensors); run it first")
     cfg = from_dict(yaml.safe_load(record.config_file.read_text()))
     data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
     model = build_method(cfg, data)
     load_model(model, str(record.weights_file), device=device)
-    return LoadedRun(record, cfg, model.to(device).eval(), record.metrics())
+    return LoadedRun(record, cfg, model.to(device).eval(), record.metrics(), data)
+
+
+def evaluate_run(
+    path: Path | str,
+    metrics: list[str] | None = None,
+    gin_files: list[Path] | tuple[Path, ...] = (),
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Re-score a finished run: its configured metrics, or ``metrics``, with hyperparameters
+    from disentanglement_lib .gin files layered over the run's own."""
+    run_device = select_device(device)
+    loaded = load_run(path, device=str(run_device))
+    eval_cfg = loaded.config.eval.copy()
+    for gin_file in gin_files:
+        settings = read_gin(Path(gin_file))
+        if metrics is None:
+            metrics = list(dict.fromkeys([*(metrics or []), *settings.metrics]))
+        eval_cfg.hyperparams = OmegaConf.merge(eval_cfg.hyperparams, settings.hyperparams)
+        if settings.random_seed is not None:
+            eval_cfg.random_seed = settings.random_seed
+    if metrics is not None:
+        eval_cfg.metrics = metrics
+    check_metrics(list(eval_cfg.metrics), OmegaConf.to_container(eval_cfg.hyperparams))
+    return evaluate(loaded.method, loaded.dataset, eval_cfg, loaded.record, run_device)
 
 
 def environment(device: torch.device, wall_time: float) -> dict[str, Any]:

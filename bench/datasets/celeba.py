@@ -131,3 +131,7 @@ class CelebA:
 
     def images(self, indices: np.ndarray) -> np.ndarray:
         return self._images[np.asarray(indices)]
+
+    def observations(self, indices: np.ndarray) -> np.ndarray:
+        """Float images in [0, 1], (n, 64, 64, 3): what metrics see."""
+        return self.images(indices).astype(np.float32) / 255.0

@@ -31,8 +31,8 @@ def compute_tad(
     grid_step: float = 0.01,
     batch_size: int = 64,
 ) -> dict[str, float]:
-    """TAD on ``num_eval`` images drawn without replacement from an attribute dataset
-    (an object with ``images(indices)`` and ``attributes`` (N, A) in {0, 1})."""
+    """TAD on ``num_eval`` images drawn without replacement from an attribute dataset: an
+    object with ``__len__``, ``observations(indices)`` and ``attributes`` (N, A) in {0, 1}."""
     del artifact_dir
     if not hasattr(ground_truth_data, "attributes"):
         raise BenchError(
@@ -41,7 +41,7 @@ def compute_tad(
         )
     count = min(num_eval, len(ground_truth_data))
     indices = random_state.choice(len(ground_truth_data), size=count, replace=False)
-    observations = ground_truth_data.images(indices).astype(np.float32) / 255.0
+    observations = ground_truth_data.observations(indices)
     codes = obtain_representation(observations, representation_function, batch_size)
     return tad_score(codes, ground_truth_data.attributes[indices], grid_step)
 
