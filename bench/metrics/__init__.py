@@ -20,6 +20,7 @@ for _name, _module, _description in [
         "Modularity and explicitness (Ridgeway & Zemel 2018)",
     ),
     ("sap_score", "sap_score", "SAP score (Kumar et al. 2018)"),
+    ("tad", "tad", "TAD, Total AUROC Difference (NashAE), for attribute datasets such as CelebA"),
     (
         "unsupervised",
         "unsupervised_metrics",

@@ -1,0 +1,172 @@
+"""Evaluation: encode once and score many gives the numbers of encoding directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from bench.config import EvalConfig
+from bench.evaluate import evaluate
+from bench.methods.base import Method, MethodConfig
+from bench.metrics import METRICS
+from bench.metrics.tad import tad_score
+from bench.store import RunRecord
+from tests.conftest import bench_cli
+from tests.grid_data import FactorGrid
+
+SMALL = {
+    "mig": {"num_train": 500},
+    "factor_vae": {"num_train": 40, "num_eval": 20, "num_variance_estimate": 300},
+    "beta_vae": {"num_train": 40, "num_eval": 20},
+    "irs": {"num_train": 500},
+    "dci": {"num_train": 200, "num_test": 100, "n_jobs": 1},
+}
+
+
+@dataclass
+class ElementwiseConfig(MethodConfig):
+    name: str = "elementwise"
+
+
+class Elementwise(Method):
+    """An encoder made of elementwise ops only, so a code never depends on its batch."""
+
+    config_class = ElementwiseConfig
+
+    @property
+    def representation_dim(self):
+        return 3
+
+    def training_loss(self, images, generator):
+        raise AssertionError("not trained")
+
+    def encode(self, images):
+        x = images.flatten(1).double() * 255
+        return torch.stack(
+            [x[:, 0] * 2 + torch.sin(x[:, 1]), x[:, 1] - 0.5 * x[:, 0], x[:, 0] * x[:, 1]], 1
+        )
+
+
+def direct(method):
+    def represent(observations):
+        images = torch.from_numpy(observations).permute(0, 3, 1, 2)
+        return method.encode(images).float().numpy()  # float32 codes, as evaluation keeps them
+
+    return represent
+
+
+def eval_cfg(**settings):
+    cfg = OmegaConf.structured(EvalConfig())
+    return OmegaConf.merge(cfg, {"hyperparams": SMALL, **settings})
+
+
+@pytest.mark.parametrize("encode", ["all", "lazy"])
+def test_code_table_scores_equal_direct_encoding(tmp_path, encode):
+    data, method = FactorGrid((3, 4, 5)), Elementwise(ElementwiseConfig(), (1, 1, 3))
+    cfg = eval_cfg(metrics=list(SMALL), encode=encode)
+    results = evaluate(method, data, cfg, RunRecord(tmp_path), torch.device("cpu"))
+    for name, hyperparams in SMALL.items():
+        expected = METRICS.get(name).function(
+            data, direct(method), np.random.RandomState(0), None, **hyperparams
+        )
+        assert results[name]["values"] == {k: float(v) for k, v in expected.items()}, name
+
+
+def test_finished_metrics_are_kept_and_changed_settings_rescored(tmp_path):
+    data, method = FactorGrid((3, 4)), Elementwise(ElementwiseConfig(), (1, 1, 2))
+    record = RunRecord(tmp_path)
+    evaluate(method, data, eval_cfg(metrics=["mig"]), record, torch.device("cpu"))
+    first = record.metrics()["mig"]
+    evaluate(method, data, eval_cfg(metrics=["mig"]), record, torch.device("cpu"))
+    assert record.metrics()["mig"]["seconds"] == first["seconds"]  # not scored again
+    changed = eval_cfg(metrics=["mig"], hyperparams={"mig": {"num_train": 300}})
+    evaluate(method, data, changed, record, torch.device("cpu"))
+    assert record.metrics()["mig"]["hyperparams"]["num_train"] == 300
+    assert first["profile"] == "exact" and first["hyperparams"]["num_bins"] == 20
+
+
+def test_pca1_keeps_mig_of_a_flat_code(tmp_path):
+    data, method = FactorGrid((3, 4, 5)), Elementwise(ElementwiseConfig(), (1, 1, 3))
+    scores = [
+        evaluate(
+            method,
+            data,
+            eval_cfg(metrics=["mig"], reduce=reduce),
+            RunRecord(tmp_path / reduce),
+            torch.device("cpu"),
+        )["mig"]["values"]["discrete_mig"]
+        for reduce in ("none", "pca1")
+    ]
+    assert scores[0] == pytest.approx(scores[1], abs=1e-12)
+
+
+class Attributes:
+    """A CelebA-like attribute dataset: images carry two binary attributes."""
+
+    image_shape = (1, 1, 3)
+
+    def __init__(self, n: int = 400):
+        rng = np.random.default_rng(0)
+        self.attributes = rng.integers(0, 2, size=(n, 2)).astype(np.uint8)
+        self._images = np.concatenate([self.attributes * 200, rng.integers(0, 255, (n, 1))], 1)
+
+    def __len__(self):
+        return len(self.attributes)
+
+    def images(self, indices):
+        return self._images[indices].astype(np.uint8)[:, None, None, :]
+
+    def observations(self, indices):
+        return self.images(indices).astype(np.float32) / 255
+
+
+def test_tad_through_the_code_table_equals_tad_on_the_codes(tmp_path):
+    data, method = Attributes(), Elementwise(ElementwiseConfig(), (1, 1, 3))
+    cfg = eval_cfg(metrics=["tad"], hyperparams={"tad": {"num_eval": 300}})
+    result = evaluate(method, data, cfg, RunRecord(tmp_path), torch.device("cpu"))["tad"]
+    rows = np.random.RandomState(0).choice(len(data), size=300, replace=False)
+    codes = direct(method)(data.observations(rows))
+    assert result["values"] == {
+        k: float(v) for k, v in tad_score(codes, data.attributes[rows]).items()
+    }
+
+
+def test_bench_eval_reads_dlib_gin_files(tmp_path):
+    out = tmp_path / "runs"
+    run = bench_cli(
+        "run",
+        "--method",
+        "beta_vae",
+        "--dataset",
+        "dsprites-procedural",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "train.steps=3",
+        "train.progress=false",
+        "eval.metrics=[]",
+    )
+    assert run.returncode == 0, run.stderr
+    (record,) = out.glob("dsprites-procedural/beta_vae/*/seed0")
+    gin_file = tmp_path / "mig.gin"
+    gin_file.write_text(
+        'evaluation.evaluation_fn = @mig\ndataset.name="auto"\nevaluation.random_seed = 3\n'
+        "mig.num_train=2000\ndiscretizer.discretizer_fn = @histogram_discretizer\n"
+        "discretizer.num_bins = 10\n"
+    )
+    result = bench_cli("eval", str(record), "--gin", str(gin_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("mig: discrete_mig=")
+    import json
+
+    mig = json.loads((record / "metrics.json").read_text())["mig"]
+    assert mig["hyperparams"] == {"num_train": 2000, "batch_size": 16, "num_bins": 10}
+    assert mig["random_seed"] == 3
+    gin_file.write_text("evaluation.evaluation_fn = @mig\nmodel.name = 'x'\n")
+    bad = bench_cli("eval", str(record), "--gin", str(gin_file))
+    assert bad.returncode == 2 and "unknown binding 'model.name'" in bad.stderr
