@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.metrics.dlib_reference import dlib_metric_module
+
 # CPU-fast settings for runs made by tests: few steps, a log line per step, no metrics.
 FAST = ["train.steps=6", "train.log_every=1", "train.checkpoint_every=3", "train.progress=false"]
 
@@ -41,41 +43,15 @@ def isolated_data_dirs(tmp_path_factory):
             os.environ[key] = value
 
 
-def _install_gin_shims() -> None:
-    """metrics.md §0: dlib imports gin.tf (TensorFlow) and uses gin 0.4's blacklist= keyword."""
-    import gin
-
-    sys.modules.setdefault("gin.tf", gin)
-    if getattr(gin.configurable, "_bench_shim", False):
-        return
-    original = gin.configurable
-
-    def configurable(*args, blacklist=None, whitelist=None, **kwargs):
-        if blacklist is not None:
-            kwargs["denylist"] = blacklist
-        if whitelist is not None:
-            kwargs["allowlist"] = whitelist
-        return original(*args, **kwargs)
-
-    configurable._bench_shim = True
-    gin.configurable = configurable
-
-
 @pytest.fixture(scope="session")
 def dlib_metrics():
     """disentanglement_lib's metric modules (pip install --no-deps disentanglement-lib==1.5)."""
-    _install_gin_shims()
-    from disentanglement_lib.evaluation.metrics import mig, utils
-
-    return {"mig": mig, "utils": utils}
+    return {"mig": dlib_metric_module("mig"), "utils": dlib_metric_module("utils")}
 
 
 @pytest.fixture(scope="session")
 def dlib_metrics_all():
     """Every dlib metric module the equivalence tests compare with."""
-    _install_gin_shims()
-    import importlib
-
     names = [
         "beta_vae",
         "dci",
@@ -87,10 +63,7 @@ def dlib_metrics_all():
         "sap_score",
         "unsupervised_metrics",
     ]
-    return {
-        name: importlib.import_module(f"disentanglement_lib.evaluation.metrics.{name}")
-        for name in names
-    }
+    return {name: dlib_metric_module(name) for name in names}
 
 
 @pytest.fixture

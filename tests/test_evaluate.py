@@ -170,3 +170,20 @@ def test_bench_eval_reads_dlib_gin_files(tmp_path):
     gin_file.write_text("evaluation.evaluation_fn = @mig\nmodel.name = 'x'\n")
     bad = bench_cli("eval", str(record), "--gin", str(gin_file))
     assert bad.returncode == 2 and "unknown binding 'model.name'" in bad.stderr
+
+
+def test_dlib_own_gin_files_read_like_ours():
+    from pathlib import Path
+
+    import disentanglement_lib
+
+    from bench.metrics.gin_config import read_gin
+
+    folder = (
+        Path(disentanglement_lib.__file__).parent / "config/unsupervised_study_v1/metric_configs"
+    )
+    dlib_files = sorted(folder.glob("*.gin"))
+    assert len(dlib_files) == 9
+    for dlib_file in dlib_files:
+        ours = Path(__file__).parents[1] / "configs" / "gin" / dlib_file.name
+        assert read_gin(dlib_file) == read_gin(ours), dlib_file.name

@@ -79,7 +79,9 @@ def compute_downstream_task(
 
 
 def _logistic_regression_cv(x_train, y_train, x_test, y_test) -> tuple[float, float]:
-    model = LogisticRegressionCV(Cs=10, cv=KFold(n_splits=5)).fit(x_train, y_train)
+    # scoring pinned to accuracy: dlib's (and today's) default, which sklearn 1.11 changes
+    model = LogisticRegressionCV(Cs=10, cv=KFold(n_splits=5), scoring="accuracy")
+    model.fit(x_train, y_train)
     return np.mean(model.predict(x_train) == y_train), np.mean(model.predict(x_test) == y_test)
 
 

@@ -1,0 +1,159 @@
+"""Our metrics next to disentanglement_lib's on a shapes3d-size case: seconds and differences.
+
+    pip install --no-deps disentanglement-lib==1.5   # plus gin-config, absl-py, six
+    python benchmarks/metrics_vs_dlib.py [--metrics dci,mig,...]
+
+Factor sizes 10, 10, 10, 8, 4, 15 and a 10-d continuous code (a noisy mixture of the
+factors), looked up by row index, so both sides time only the metric machinery. dlib runs
+with the global numpy RNG seeded to 0, as its reference numbers are made. Prints a table and
+writes ``benchmarks/results/metrics_vs_dlib-<host>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from bench.datasets.ground_truth import GroundTruthData
+from bench.fileio import atomic_write_json
+from bench.metrics import METRICS
+from bench.metrics.dlib_reference import dlib_metric_module
+
+SIZES = (10, 10, 10, 8, 4, 15)
+# ours -> (dlib module, dlib function, hyperparameters of the unsupervised study, gin bindings)
+DLIB = {
+    "dci": ("dci", "compute_dci", {"num_train": 10000, "num_test": 5000}, []),
+    "factor_vae": (
+        "factor_vae",
+        "compute_factor_vae",
+        {"batch_size": 64, "num_train": 10000, "num_eval": 5000, "num_variance_estimate": 10000},
+        ["prune_dims.threshold = 0.05"],
+    ),
+    "mig": (
+        "mig",
+        "compute_mig",
+        {"num_train": 10000},
+        ["discretizer.num_bins = 20", "discretizer.discretizer_fn = @histogram_discretizer"],
+    ),
+    "sap_score": (
+        "sap_score",
+        "compute_sap",
+        {"num_train": 10000, "num_test": 5000, "continuous_factors": False},
+        [],
+    ),
+    "modularity_explicitness": (
+        "modularity_explicitness",
+        "compute_modularity_explicitness",
+        {"num_train": 10000, "num_test": 5000},
+        ["discretizer.num_bins = 20", "discretizer.discretizer_fn = @histogram_discretizer"],
+    ),
+    "beta_vae": (
+        "beta_vae",
+        "compute_beta_vae_sklearn",
+        {"batch_size": 64, "num_train": 10000, "num_eval": 5000},
+        [],
+    ),
+    "irs": (
+        "irs",
+        "compute_irs",
+        {"num_train": 10000, "batch_size": 16},
+        ["discretizer.num_bins = 20", "discretizer.discretizer_fn = @histogram_discretizer"],
+    ),
+    "unsupervised": (
+        "unsupervised_metrics",
+        "unsupervised_metrics",
+        {"num_train": 10000},
+        ["discretizer.num_bins = 20", "discretizer.discretizer_fn = @histogram_discretizer"],
+    ),
+}
+
+
+class IndexedGrid(GroundTruthData):
+    """A shapes3d-size factor grid whose observations are row indices."""
+
+    state_names = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
+    state_sizes = SIZES
+    image_shape = (1, 1, 1)
+
+    def sample_observations_from_factors(self, factors, random_state):
+        return self.index_of(factors)[:, None]
+
+    def images(self, indices):
+        return np.asarray(indices)
+
+
+def code_table() -> np.ndarray:
+    rng = np.random.RandomState(0)
+    factors = np.stack(np.unravel_index(np.arange(int(np.prod(SIZES))), SIZES), 1) / np.array(SIZES)
+    mix = np.eye(6, 10) + 0.3 * rng.normal(size=(6, 10))
+    return factors @ mix + 0.05 * rng.normal(size=(len(factors), 10))
+
+
+def timed(call):
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--metrics", default=",".join(DLIB))
+    names = parser.parse_args().metrics.split(",")
+    import gin
+
+    table, data = code_table(), IndexedGrid()
+
+    def represent(observations):
+        return table[observations[:, 0]]
+
+    rows = []
+    for name in names:
+        module, function, hyperparams, bindings = DLIB[name]
+        dlib_fn = getattr(dlib_metric_module(module), function)
+        gin.parse_config_files_and_bindings([], bindings)
+        np.random.seed(0)
+        expected, dlib_s = timed(
+            partial(dlib_fn, data, represent, np.random.RandomState(0), **hyperparams)
+        )
+        gin.clear_config()
+        ours_fn = METRICS.get(name).function
+        ours, ours_s = timed(
+            partial(ours_fn, data, represent, np.random.RandomState(0), **hyperparams)
+        )
+        keys = [k for k in expected if k != "num_active_dims"]  # dlib's key is buggy there
+        diff = max(abs(float(ours[k]) - float(expected[k])) for k in keys)
+        rows.append(
+            {
+                "metric": name,
+                "dlib_s": round(dlib_s, 2),
+                "exact_s": round(ours_s, 2),
+                "speedup": round(dlib_s / ours_s, 2),
+                "max_abs_diff": diff,
+            }
+        )
+        print(
+            f"{name:<26}{dlib_s:>9.2f}{ours_s:>9.2f}{dlib_s / ours_s:>9.2f}x{diff:>12.2e}",
+            flush=True,
+        )
+    total_dlib, total_ours = sum(r["dlib_s"] for r in rows), sum(r["exact_s"] for r in rows)
+    print(f"{'all':<26}{total_dlib:>9.2f}{total_ours:>9.2f}{total_dlib / total_ours:>9.2f}x")
+    out = Path(__file__).parent / "results" / f"metrics_vs_dlib-{platform.node()}.json"
+    atomic_write_json(
+        out,
+        {
+            "host": platform.node(),
+            "cpu_count": os.cpu_count(),
+            "case": "shapes3d-size, 10-d code",
+            "rows": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
