@@ -21,8 +21,8 @@ import scipy.stats
 from joblib import Parallel, delayed
 from sklearn.ensemble import GradientBoostingClassifier
 
-from bench.metrics.spec import MetricSpec, check_codes, check_factor_sizes
-from bench.metrics.utils import RepresentationFunction, generate_batch_factor_code
+from bench.metrics.spec import MetricSpec, sample_train_test
+from bench.metrics.utils import RepresentationFunction
 
 MAX_INT = np.iinfo(np.int32).max
 
@@ -40,14 +40,15 @@ def compute_dci(
 ) -> dict[str, float]:
     """``n_jobs`` parallel fits change the time, never the numbers."""
     del artifact_dir
-    check_factor_sizes("dci", ground_truth_data)
-    mus_train, ys_train = generate_batch_factor_code(
-        ground_truth_data, representation_function, num_train, random_state, batch_size
+    mus_train, ys_train, mus_test, ys_test = sample_train_test(
+        "dci",
+        ground_truth_data,
+        representation_function,
+        random_state,
+        num_train,
+        num_test,
+        batch_size,
     )
-    mus_test, ys_test = generate_batch_factor_code(
-        ground_truth_data, representation_function, num_test, random_state, batch_size
-    )
-    check_codes("dci", mus_train)
     return dci_from_codes(mus_train, ys_train, mus_test, ys_test, global_seed, n_jobs)
 
 

@@ -12,11 +12,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from bench.metrics.spec import MetricSpec, check_codes, check_factor_sizes
+from bench.metrics.spec import MetricSpec, sample_train_test
 from bench.metrics.utils import (
     RepresentationFunction,
     discrete_mutual_info,
-    generate_batch_factor_code,
     histogram_discretize,
     normalize_data,
 )
@@ -34,14 +33,15 @@ def compute_modularity_explicitness(
     num_bins: int = 20,
 ) -> dict[str, float]:
     del artifact_dir
-    check_factor_sizes("modularity_explicitness", ground_truth_data)
-    mus_train, ys_train = generate_batch_factor_code(
-        ground_truth_data, representation_function, num_train, random_state, batch_size
+    mus_train, ys_train, mus_test, ys_test = sample_train_test(
+        "modularity_explicitness",
+        ground_truth_data,
+        representation_function,
+        random_state,
+        num_train,
+        num_test,
+        batch_size,
     )
-    mus_test, ys_test = generate_batch_factor_code(
-        ground_truth_data, representation_function, num_test, random_state, batch_size
-    )
-    check_codes("modularity_explicitness", mus_train)
     mutual_information = discrete_mutual_info(histogram_discretize(mus_train, num_bins), ys_train)
     if np.any(np.std(mus_train, axis=1) == 0):
         raise BenchError(

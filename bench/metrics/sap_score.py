@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.svm import LinearSVC
 
-from bench.metrics.spec import MetricSpec, check_codes, check_factor_sizes
-from bench.metrics.utils import RepresentationFunction, generate_batch_factor_code
+from bench.metrics.spec import MetricSpec, sample_train_test
+from bench.metrics.utils import RepresentationFunction
 
 
 def compute_sap(
@@ -25,14 +25,16 @@ def compute_sap(
     continuous_factors: bool = False,
 ) -> dict[str, float]:
     del artifact_dir
-    check_factor_sizes("sap", ground_truth_data)
-    mus, ys = generate_batch_factor_code(
-        ground_truth_data, representation_function, num_train, random_state, batch_size
+    mus, ys, mus_test, ys_test = sample_train_test(
+        "sap",
+        ground_truth_data,
+        representation_function,
+        random_state,
+        num_train,
+        num_test,
+        batch_size,
+        min_dims=2,
     )
-    mus_test, ys_test = generate_batch_factor_code(
-        ground_truth_data, representation_function, num_test, random_state, batch_size
-    )
-    check_codes("sap", mus, min_dims=2)
     score = score_matrix(mus, ys, mus_test, ys_test, continuous_factors)
     top_two = np.sort(score, axis=0)[::-1][:2]
     return {"SAP_score": float(np.mean(top_two[0] - top_two[1]))}

@@ -44,3 +44,28 @@ def check_codes(metric: str, codes: np.ndarray, min_dims: int = 1) -> None:
         )
     if not np.all(np.isfinite(codes)):
         raise BenchError(f"{metric}: the representation contains NaN or inf values")
+
+
+def sample_train_test(
+    metric: str,
+    ground_truth_data,
+    representation_function,
+    random_state: np.random.RandomState,
+    num_train: int,
+    num_test: int,
+    batch_size: int,
+    min_dims: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checked codes and factors of a train set, then a test set from the same RandomState
+    (dlib's order): (mus_train, ys_train, mus_test, ys_test), codes (D, N), factors (K, N)."""
+    from bench.metrics.utils import generate_batch_factor_code
+
+    check_factor_sizes(metric, ground_truth_data)
+    mus_train, ys_train = generate_batch_factor_code(
+        ground_truth_data, representation_function, num_train, random_state, batch_size
+    )
+    mus_test, ys_test = generate_batch_factor_code(
+        ground_truth_data, representation_function, num_test, random_state, batch_size
+    )
+    check_codes(metric, mus_train, min_dims)
+    return mus_train, ys_train, mus_test, ys_test
