@@ -86,12 +86,18 @@ def eval_run(
         typer.Option(help="disentanglement_lib metric .gin files (dci.gin, mig.gin, ...)."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    profile: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="exact (dlib's numbers) or fast (approximate DCI, stamped as such)."),
+    ] = None,
 ) -> None:
     """Re-score a finished run; metrics.json keeps each result as it finishes."""
     from bench.runner import evaluate_run
 
+    if profile not in (None, "exact", "fast"):
+        raise BenchError(f"unknown profile {profile!r}; choose exact or fast")
     names = [n for item in metrics or [] for n in item.split(",") if n] or None
-    results = evaluate_run(run_dir, names, gin or [], device)
+    results = evaluate_run(run_dir, names, gin or [], device, profile)
     for name in names or results:
         values = results[name]["values"]
         typer.echo(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))

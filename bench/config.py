@@ -83,6 +83,11 @@ class Encode(str, enum.Enum):
     lazy = "lazy"  # encode each image the first time a metric asks for it
 
 
+class Profile(str, enum.Enum):
+    exact = "exact"  # numbers equal to disentanglement_lib's
+    fast = "fast"  # approximate where a metric has a fast variant (DCI), stamped as such
+
+
 class Reduce(str, enum.Enum):
     none = "none"  # score the code as the method's encode() returns it, flattened
     pca1 = "pca1"  # one scalar per latent unit: PCA(1) of its token over the dataset
@@ -95,6 +100,7 @@ class EvalConfig:
     batch_size: int = 256  # images per encoder call
     encode: Encode = Encode.auto
     reduce: Reduce = Reduce.none
+    profile: Profile = Profile.exact
     # Per-metric hyperparameters over the metric's defaults (dlib's unsupervised study):
     # e.g. eval.hyperparams.dci.num_train=2000
     hyperparams: dict[str, dict[str, Any]] = field(default_factory=dict)

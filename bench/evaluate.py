@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from sklearn.decomposition import PCA
 from tqdm import tqdm
 
+from bench.config import Profile, Reduce
 from bench.datasets import GroundTruthData
 from bench.methods.base import Method
 from bench.metrics import METRICS
@@ -33,7 +34,6 @@ from bench.store import RunRecord
 # Metrics that ask for millions of images (15,000 batches of 64 or 128): with them in the
 # battery, encoding the whole dataset up front is cheaper than encoding on demand.
 IMAGE_HUNGRY = {"factor_vae", "beta_vae"}
-PROFILE = "exact"
 
 
 class CodeTable:
@@ -145,14 +145,14 @@ def evaluate(
     )
     prepared = False
     for name in eval_cfg.metrics:
-        spec = METRICS.get(name)
-        hyperparams = {**metric_defaults(spec.function), **overrides.get(name, {})}
+        function, version = METRICS.get(name).for_profile(eval_cfg.profile)
+        hyperparams = {**metric_defaults(function), **overrides.get(name, {})}
         settings = {
-            "version": spec.version,
-            "profile": PROFILE,
+            "version": version,
+            "profile": Profile(eval_cfg.profile).value,
             "hyperparams": hyperparams,
             "random_seed": eval_cfg.random_seed,
-            "reduce": eval_cfg.reduce,
+            "reduce": Reduce(eval_cfg.reduce).value,
         }
         previous = record.metrics().get(name, {})
         if {k: previous.get(k) for k in settings} == settings:
@@ -165,7 +165,7 @@ def evaluate(
             prepared = True
         print(f"scoring {name} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        values = spec.function(
+        values = function(
             view, table.lookup, np.random.RandomState(eval_cfg.random_seed), None, **hyperparams
         )
         record.write_metric(

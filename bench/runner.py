@@ -131,6 +131,7 @@ def evaluate_run(
     metrics: list[str] | None = None,
     gin_files: list[Path] | tuple[Path, ...] = (),
     device: str = "auto",
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """Re-score a finished run: its configured metrics, or ``metrics``, with hyperparameters
     from disentanglement_lib .gin files layered over the run's own."""
@@ -146,6 +147,8 @@ def evaluate_run(
             eval_cfg.random_seed = settings.random_seed
     if metrics is not None:
         eval_cfg.metrics = metrics
+    if profile is not None:
+        eval_cfg.profile = profile
     check_metrics(list(eval_cfg.metrics), OmegaConf.to_container(eval_cfg.hyperparams))
     return evaluate(loaded.method, loaded.dataset, eval_cfg, loaded.record, run_device)
 

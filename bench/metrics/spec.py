@@ -19,6 +19,16 @@ class MetricSpec:
     version: str
     higher_is_better: bool
     keys: tuple[str, ...]
+    # The "fast" profile's variant, where one exists (same signature, approximate numbers,
+    # its own version so that its numbers never mix with exact ones).
+    fast_function: Callable[..., dict[str, float]] | None = None
+    fast_version: str | None = None
+
+    def for_profile(self, profile: str) -> tuple[Callable[..., dict[str, float]], str]:
+        """The function and version that score under ``profile`` ("exact" or "fast")."""
+        if profile == "fast" and self.fast_function is not None:
+            return self.fast_function, str(self.fast_version)
+        return self.function, self.version
 
 
 def check_factor_sizes(metric: str, ground_truth_data) -> None:
