@@ -134,3 +134,53 @@ def test_mig_rejects_bad_input():
 def test_metric_spec_is_registered():
     spec = METRICS.get("mig")
     assert spec.function is compute_mig and spec.higher_is_better and spec.keys == ("discrete_mig",)
+
+
+FACTOR_METRICS = [
+    "beta_vae",
+    "dci",
+    "downstream_task",
+    "factor_vae",
+    "irs",
+    "mig",
+    "modularity_explicitness",
+    "sap_score",
+]
+TINY = {
+    "beta_vae": {"num_train": 4, "num_eval": 4},
+    "dci": {"num_train": 40, "num_test": 20},
+    "downstream_task": {"num_train": (40,), "num_test": 20},
+    "factor_vae": {"num_train": 4, "num_eval": 4, "num_variance_estimate": 40},
+    "irs": {"num_train": 40},
+    "mig": {"num_train": 40},
+    "modularity_explicitness": {"num_train": 40, "num_test": 20},
+    "sap_score": {"num_train": 40, "num_test": 20},
+    "unsupervised": {"num_train": 40},
+}
+
+
+@pytest.mark.parametrize("name", [*FACTOR_METRICS, "unsupervised"])
+def test_every_metric_refuses_nan_codes_in_one_line(name):
+    def nan_codes(observations):
+        codes = np.ones((len(observations), 3))
+        codes[0, 1] = np.nan
+        return codes
+
+    with pytest.raises(BenchError) as error:
+        METRICS.get(name).function(
+            FactorGrid((3, 4)), nan_codes, np.random.RandomState(0), None, **TINY[name]
+        )
+    assert str(error.value).startswith(f"{name.split('_score')[0]}") or name in str(error.value)
+    assert "NaN or inf" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", FACTOR_METRICS)
+def test_every_factor_metric_refuses_a_single_valued_factor(name):
+    with pytest.raises(BenchError, match="has a single value"):
+        METRICS.get(name).function(
+            FactorGrid((3, 1)),
+            lambda x: x.reshape(len(x), -1),
+            np.random.RandomState(0),
+            None,
+            **TINY[name],
+        )

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from bench.metrics.spec import MetricSpec, check_factor_sizes
+from bench.metrics.legacy import LegacyLogisticRegression
+from bench.metrics.spec import MetricSpec, check_codes, check_factor_sizes
 from bench.metrics.utils import RepresentationFunction
 
 
@@ -23,13 +24,17 @@ def compute_beta_vae_sklearn(
     batch_size: int = 64,
     num_train: int = 10000,
     num_eval: int = 5000,
+    sklearn_legacy: bool = False,
 ) -> dict[str, float]:
+    """``sklearn_legacy``: scikit-learn 0.21's liblinear fit, which also draws one number from
+    ``random_state`` between the training and eval samples (bench.metrics.legacy)."""
     del artifact_dir
     check_factor_sizes("beta_vae_sklearn", ground_truth_data)
     train_points, train_labels = _points(
         ground_truth_data, representation_function, batch_size, num_train, random_state
     )
-    model = LogisticRegression(random_state=random_state)
+    model_cls = LegacyLogisticRegression if sklearn_legacy else LogisticRegression
+    model = model_cls(random_state=random_state)
     model.fit(train_points, train_labels)
     train_accuracy = np.mean(model.predict(train_points) == train_labels)
     eval_points, eval_labels = _points(
@@ -51,10 +56,11 @@ def _points(ground_truth_data, representation_function, batch_size, num_points, 
         factors2[:, factor] = factors1[:, factor]
         observations1 = ground_truth_data.sample_observations_from_factors(factors1, random_state)
         observations2 = ground_truth_data.sample_observations_from_factors(factors2, random_state)
-        feature = np.mean(
-            np.abs(representation_function(observations1) - representation_function(observations2)),
-            axis=0,
-        )
+        codes1 = np.asarray(representation_function(observations1))
+        codes2 = np.asarray(representation_function(observations2))
+        if i == 0:
+            check_codes("beta_vae", codes1.T)
+        feature = np.mean(np.abs(codes1 - codes2), axis=0)
         if points is None:
             points = np.zeros((num_points, feature.shape[0]))
         labels[i], points[i] = factor, feature

@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
+from bench.metrics.legacy import LegacyLogisticRegression
 from bench.metrics.spec import MetricSpec, sample_train_test
 from bench.metrics.utils import (
     RepresentationFunction,
@@ -31,7 +32,10 @@ def compute_modularity_explicitness(
     num_test: int = 5000,
     batch_size: int = 16,
     num_bins: int = 20,
+    sklearn_legacy: bool = False,
 ) -> dict[str, float]:
+    """``sklearn_legacy``: scikit-learn 0.21's liblinear one-vs-rest fits, seeded as dlib's run
+    after ``np.random.seed(0)`` would seed them (bench.metrics.legacy)."""
     del artifact_dir
     mus_train, ys_train, mus_test, ys_test = sample_train_test(
         "modularity_explicitness",
@@ -50,9 +54,16 @@ def compute_modularity_explicitness(
         )
     train_norm, mean, stddev = normalize_data(mus_train)
     test_norm, _, _ = normalize_data(mus_test, mean, stddev)
+    global_stream = np.random.RandomState(0)  # the legacy fits' seeds, in dlib's order
     explicitness = np.array(
         [
-            explicitness_per_factor(train_norm, ys_train[k], test_norm, ys_test[k])
+            explicitness_per_factor(
+                train_norm,
+                ys_train[k],
+                test_norm,
+                ys_test[k],
+                LegacyLogisticRegression(global_stream) if sklearn_legacy else LogisticRegression(),
+            )
             for k in range(ys_train.shape[0])
         ]
     )
@@ -63,8 +74,10 @@ def compute_modularity_explicitness(
     }
 
 
-def explicitness_per_factor(mus_train, y_train, mus_test, y_test) -> tuple[float, float]:
-    classifier = LogisticRegression().fit(mus_train.T, y_train)
+def explicitness_per_factor(
+    mus_train, y_train, mus_test, y_test, classifier
+) -> tuple[float, float]:
+    classifier.fit(mus_train.T, y_train)
     binarizer = MultiLabelBinarizer()
     train = roc_auc_score(
         binarizer.fit_transform(y_train[:, None]), classifier.predict_proba(mus_train.T)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.svm import LinearSVC
 
+from bench.metrics.legacy import legacy_linear_svc
 from bench.metrics.spec import MetricSpec, sample_train_test
 from bench.metrics.utils import RepresentationFunction
 
@@ -23,7 +24,10 @@ def compute_sap(
     num_test: int = 5000,
     batch_size: int = 16,
     continuous_factors: bool = False,
+    sklearn_legacy: bool = False,
 ) -> dict[str, float]:
+    """``sklearn_legacy``: scikit-learn 0.21's dual LinearSVC, seeded as dlib's run after
+    ``np.random.seed(0)`` would seed it (bench.metrics.legacy)."""
     del artifact_dir
     mus, ys, mus_test, ys_test = sample_train_test(
         "sap",
@@ -35,14 +39,17 @@ def compute_sap(
         batch_size,
         min_dims=2,
     )
-    score = score_matrix(mus, ys, mus_test, ys_test, continuous_factors)
+    score = score_matrix(mus, ys, mus_test, ys_test, continuous_factors, sklearn_legacy)
     top_two = np.sort(score, axis=0)[::-1][:2]
     return {"SAP_score": float(np.mean(top_two[0] - top_two[1]))}
 
 
-def score_matrix(mus, ys, mus_test, ys_test, continuous_factors: bool) -> np.ndarray:
+def score_matrix(
+    mus, ys, mus_test, ys_test, continuous_factors: bool, sklearn_legacy: bool = False
+) -> np.ndarray:
     """S (D, K): how well each single code dimension predicts each factor."""
     num_codes, num_factors = mus.shape[0], ys.shape[0]
+    global_stream = np.random.RandomState(0)  # the legacy fits' seeds, in dlib's order
     score = np.zeros((num_codes, num_factors))
     for i in range(num_codes):
         for j in range(num_factors):
@@ -51,7 +58,10 @@ def score_matrix(mus, ys, mus_test, ys_test, continuous_factors: bool) -> np.nda
                 variance = cov[0, 0]
                 score[i, j] = cov[0, 1] ** 2 / (variance * cov[1, 1]) if variance > 1e-12 else 0.0
             else:
-                classifier = LinearSVC(C=0.01, class_weight="balanced")
+                if sklearn_legacy:
+                    classifier = legacy_linear_svc(global_stream)
+                else:
+                    classifier = LinearSVC(C=0.01, class_weight="balanced")
                 classifier.fit(mus[i, :][:, np.newaxis], ys[j, :])
                 predicted = classifier.predict(mus_test[i, :][:, np.newaxis])
                 score[i, j] = np.mean(predicted == ys_test[j, :])
