@@ -45,12 +45,6 @@ def isolated_data_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def dlib_metrics():
-    """disentanglement_lib's metric modules (pip install --no-deps disentanglement-lib==1.5)."""
-    return {"mig": dlib_metric_module("mig"), "utils": dlib_metric_module("utils")}
-
-
-@pytest.fixture(scope="session")
-def dlib_metrics_all():
     """Every dlib metric module the equivalence tests compare with."""
     names = [
         "beta_vae",
@@ -64,15 +58,3 @@ def dlib_metrics_all():
         "unsupervised_metrics",
     ]
     return {name: dlib_metric_module(name) for name in names}
-
-
-@pytest.fixture
-def gin_bindings():
-    """Parse gin bindings for one test and clear them after, as dlib's evaluate() would."""
-    import gin
-
-    def parse(bindings: list[str]) -> None:
-        gin.parse_config_files_and_bindings([], bindings)
-
-    yield parse
-    gin.clear_config()

@@ -142,12 +142,12 @@ def outcome(call):
     kinds=st.lists(st.sampled_from(CODE_KINDS), min_size=2, max_size=5),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_metric_equals_disentanglement_lib(dlib_metrics_all, metric, sizes, kinds, seed):
+def test_metric_equals_disentanglement_lib(dlib_metrics, metric, sizes, kinds, seed):
     module_name, function, hyperparams, bindings, tolerance, corrected = CASES[metric]
     data = FactorGrid(tuple(sizes))
     expected, dlib_error = outcome(
         lambda: run_dlib(
-            dlib_metrics_all[module_name],
+            dlib_metrics[module_name],
             function,
             data,
             make_representation(kinds, len(sizes), seed),
