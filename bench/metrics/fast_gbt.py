@@ -40,7 +40,7 @@ class HistogramGBT:
         n_estimators: int = 100,
         learning_rate: float = 0.1,
         max_depth: int = 3,
-        max_bins: int = 64,
+        max_bins: int = 255,
     ) -> None:
         self.n_estimators, self.learning_rate = n_estimators, learning_rate
         self.max_depth, self.max_bins = max_depth, max_bins
