@@ -19,7 +19,6 @@ from __future__ import annotations
 import difflib
 import enum
 import hashlib
-import inspect
 import json
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -33,6 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 from bench.datasets import DATASETS
 from bench.methods import METHODS
 from bench.metrics import METRICS
+from bench.metrics.spec import hyperparameter_defaults
 from bench.registry import BenchError
 
 CONFIG_DIR = files("bench.configs")
@@ -255,18 +255,24 @@ def _check_values(cfg: DictConfig, method: str, dataset: str) -> None:
     for key in ("train.steps", "train.batch_size", "train.log_every", "train.checkpoint_every"):
         if OmegaConf.select(cfg, key) < 1:
             raise BenchError(f"config key {key!r} must be at least 1")
-    check_metrics(cfg.eval.metrics, OmegaConf.to_container(cfg.eval.hyperparams))
+    check_metrics(
+        cfg.eval.metrics, OmegaConf.to_container(cfg.eval.hyperparams), cfg.eval.profile.value
+    )
 
 
-def check_metrics(names: list[str], hyperparams: dict[str, dict[str, Any]]) -> None:
-    """Every metric is registered and every hyperparameter is one its function takes."""
+def check_metrics(
+    names: list[str], hyperparams: dict[str, dict[str, Any]], profile: str = "exact"
+) -> None:
+    """Every metric is registered and every hyperparameter is one that the function scoring
+    it under ``profile`` takes."""
     for name in names:
         if name not in METRICS:
             raise BenchError(f"eval.metrics: {METRICS.unknown_message(name)}")
     for name, values in hyperparams.items():
         if name not in METRICS:
             raise BenchError(f"eval.hyperparams: {METRICS.unknown_message(name)}")
-        valid = list(inspect.signature(METRICS.get(name).function).parameters)[4:]
+        function, _ = METRICS.get(name).for_profile(profile)
+        valid = list(hyperparameter_defaults(function))
         for key in values:
             if key not in valid:
                 raise BenchError(

@@ -13,10 +13,8 @@ numpy-in/numpy-out representation function, as in disentanglement_lib.
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +27,7 @@ from bench.config import Profile, Reduce
 from bench.datasets import GroundTruthData
 from bench.methods.base import Method
 from bench.metrics import METRICS
+from bench.metrics.spec import hyperparameter_defaults
 from bench.store import RunRecord
 
 # Metrics that ask for millions of images (15,000 batches of 64 or 128): with them in the
@@ -118,12 +117,6 @@ class EncodedAttributes:
         return np.asarray(indices)[:, None]
 
 
-def metric_defaults(function: Callable[..., Any]) -> dict[str, Any]:
-    """The keyword defaults after dlib's four leading arguments."""
-    parameters = list(inspect.signature(function).parameters.values())[4:]
-    return {p.name: p.default for p in parameters}
-
-
 def evaluate(
     method: Method,
     dataset,
@@ -146,7 +139,7 @@ def evaluate(
     prepared = False
     for name in eval_cfg.metrics:
         function, version = METRICS.get(name).for_profile(eval_cfg.profile)
-        hyperparams = {**metric_defaults(function), **overrides.get(name, {})}
+        hyperparams = {**hyperparameter_defaults(function), **overrides.get(name, {})}
         settings = {
             "version": version,
             "profile": Profile(eval_cfg.profile).value,

@@ -26,24 +26,15 @@ from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
 from bench import datasets
-from bench.config import check_metrics, config_hash, from_dict, resolve_config, to_yaml
+from bench.config import Profile, check_metrics, config_hash, from_dict, resolve_config, to_yaml
 from bench.datasets import GroundTruthData
 from bench.evaluate import evaluate
+from bench.fileio import atomic_path, atomic_write_json, atomic_write_text
 from bench.methods import METHODS
 from bench.methods.base import Method
 from bench.metrics.gin_config import read_gin
 from bench.registry import BenchError
-from bench.store import (
-    COMPLETE,
-    FAILED,
-    INTERRUPTED,
-    RUNNING,
-    RunRecord,
-    atomic_path,
-    atomic_write_json,
-    atomic_write_text,
-    run_dir,
-)
+from bench.store import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunRecord, run_dir
 from bench.train import NonFiniteLoss, Preempted, select_device, train
 
 
@@ -138,18 +129,22 @@ def evaluate_run(
     run_device = select_device(device)
     loaded = load_run(path, device=str(run_device))
     eval_cfg = loaded.config.eval.copy()
+    gin_metrics: list[str] = []
     for gin_file in gin_files:
         settings = read_gin(Path(gin_file))
-        if metrics is None:
-            metrics = list(dict.fromkeys([*(metrics or []), *settings.metrics]))
+        gin_metrics += [m for m in settings.metrics if m not in gin_metrics]
         eval_cfg.hyperparams = OmegaConf.merge(eval_cfg.hyperparams, settings.hyperparams)
         if settings.random_seed is not None:
             eval_cfg.random_seed = settings.random_seed
-    if metrics is not None:
-        eval_cfg.metrics = metrics
+    if metrics is not None or gin_metrics:
+        eval_cfg.metrics = metrics if metrics is not None else gin_metrics
     if profile is not None:
         eval_cfg.profile = profile
-    check_metrics(list(eval_cfg.metrics), OmegaConf.to_container(eval_cfg.hyperparams))
+    check_metrics(
+        list(eval_cfg.metrics),
+        OmegaConf.to_container(eval_cfg.hyperparams),
+        Profile(eval_cfg.profile).value,
+    )
     return evaluate(loaded.method, loaded.dataset, eval_cfg, loaded.record, run_device)
 
 

@@ -21,9 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.fileio import atomic_path, atomic_write_json, atomic_write_text
-
-__all__ = ["RunRecord", "atomic_path", "atomic_write_json", "atomic_write_text", "run_dir"]
+from bench.fileio import atomic_write_json, atomic_write_text
 
 RUNNING, COMPLETE, FAILED, INTERRUPTED = "running", "complete", "failed", "interrupted"
 

@@ -30,9 +30,10 @@ from tqdm import tqdm
 
 from bench.datasets import GroundTruthData
 from bench.datasets.torch_view import TorchImages
+from bench.fileio import atomic_path
 from bench.methods.base import Method
 from bench.registry import BenchError
-from bench.store import RunRecord, atomic_path
+from bench.store import RunRecord
 
 
 class Preempted(Exception):

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.store import atomic_write_json
+from bench.fileio import atomic_write_json
 
 
 def main() -> None:

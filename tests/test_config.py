@@ -80,3 +80,12 @@ def test_saved_config_round_trips():
     cfg = resolve("method.beta=8", preset="smoke", seed=2)
     again = from_dict(to_dict(cfg))
     assert to_dict(again) == to_dict(cfg) and config_hash(again) == config_hash(cfg)
+
+
+def test_metric_hyperparameters_are_checked_against_the_profile_that_runs():
+    fast = resolve("eval.metrics=[dci]", "eval.profile=fast", "eval.hyperparams.dci.max_bins=128")
+    assert fast.eval.hyperparams.dci.max_bins == 128
+    with pytest.raises(
+        BenchError, match=r"eval.hyperparams.dci: unknown hyperparameter 'max_bins'"
+    ):
+        resolve("eval.metrics=[dci]", "eval.hyperparams.dci.max_bins=128")

@@ -167,6 +167,11 @@ def test_bench_eval_reads_dlib_gin_files(tmp_path):
     mig = json.loads((record / "metrics.json").read_text())["mig"]
     assert mig["hyperparams"] == {"num_train": 2000, "batch_size": 16, "num_bins": 10}
     assert mig["random_seed"] == 3
+    irs_file = tmp_path / "irs.gin"
+    irs_file.write_text("evaluation.evaluation_fn = @irs\nirs.num_train = 500\n")
+    both = bench_cli("eval", str(record), "--gin", str(gin_file), "--gin", str(irs_file))
+    assert both.returncode == 0, both.stderr
+    assert [line.split(":")[0] for line in both.stdout.splitlines()] == ["mig", "irs"]
     gin_file.write_text("evaluation.evaluation_fn = @mig\nmodel.name = 'x'\n")
     bad = bench_cli("eval", str(record), "--gin", str(gin_file))
     assert bad.returncode == 2 and "unknown binding 'model.name'" in bad.stderr

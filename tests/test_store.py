@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from bench.store import RunRecord, atomic_path, atomic_write_json
+from bench.fileio import atomic_path, atomic_write_json
+from bench.store import RunRecord
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):

@@ -86,13 +86,7 @@ def compute_dci_fast(
         [_trees_per_fit(y) for y in ys_train],
         n_jobs,
     )
-    importance = np.stack([f[0] for f in fits], axis=1)
-    return {
-        "informativeness_train": float(np.mean([f[1] for f in fits])),
-        "informativeness_test": float(np.mean([f[2] for f in fits])),
-        "disentanglement": disentanglement(importance),
-        "completeness": completeness(importance),
-    }
+    return scores_from_fits(fits)
 
 
 def _fit_histogram_gbt(x_train, y_train, x_test, y_test, max_bins: int):
@@ -113,12 +107,18 @@ def dci_from_codes(
     n_jobs: int = -1,
 ) -> dict[str, float]:
     """DCI of codes (D, N) against factors (K, N)."""
-    importance, acc_train, acc_test = importance_matrix(
-        mus_train, ys_train, mus_test, ys_test, global_seed, n_jobs
-    )
+    tasks = [
+        (mus_train.T, y, mus_test.T, y_test) for y, y_test in zip(ys_train, ys_test, strict=True)
+    ]
+    return scores_from_fits(seeded_gbt_fits(tasks, global_seed, n_jobs))
+
+
+def scores_from_fits(fits: list[tuple[np.ndarray, float, float]]) -> dict[str, float]:
+    """DCI from one (importances, train accuracy, test accuracy) per factor: R is (D, K)."""
+    importance = np.stack([f[0] for f in fits], axis=1)
     return {
-        "informativeness_train": float(np.mean(acc_train)),
-        "informativeness_test": float(np.mean(acc_test)),
+        "informativeness_train": float(np.mean([f[1] for f in fits])),
+        "informativeness_test": float(np.mean([f[2] for f in fits])),
         "disentanglement": disentanglement(importance),
         "completeness": completeness(importance),
     }
@@ -172,16 +172,6 @@ def _largest_first(calls: list, costs: list[int], n_jobs: int) -> list:
     for i, result in zip(order, results, strict=True):
         ordered[i] = result
     return ordered
-
-
-def importance_matrix(mus_train, ys_train, mus_test, ys_test, global_seed=0, n_jobs=-1):
-    """R (D, K) and per-factor train / test accuracies."""
-    tasks = [
-        (mus_train.T, y, mus_test.T, y_test) for y, y_test in zip(ys_train, ys_test, strict=True)
-    ]
-    fits = seeded_gbt_fits(tasks, global_seed, n_jobs)
-    importance = np.stack([f[0] for f in fits], axis=1)
-    return importance, np.array([f[1] for f in fits]), np.array([f[2] for f in fits])
 
 
 def disentanglement(importance: np.ndarray) -> float:

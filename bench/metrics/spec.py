@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,13 @@ class MetricSpec:
         if profile == "fast" and self.fast_function is not None:
             return self.fast_function, str(self.fast_version)
         return self.function, self.version
+
+
+def hyperparameter_defaults(function: Callable[..., Any]) -> dict[str, Any]:
+    """A metric function's hyperparameters: the keyword defaults after dlib's four arguments
+    (ground_truth_data, representation_function, random_state, artifact_dir)."""
+    parameters = list(inspect.signature(function).parameters.values())[4:]
+    return {p.name: p.default for p in parameters}
 
 
 def check_factor_sizes(metric: str, ground_truth_data) -> None:
