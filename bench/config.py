@@ -3,8 +3,9 @@
 A run's config is built in this order, later layers winning:
 
 1. the schemas below, with the method's own config dataclass under ``method``;
-2. ``configs/methods/<method>.yaml`` (the method's defaults: the published protocol);
-3. ``configs/datasets/<dataset>.yaml``;
+2. ``configs/methods/<method>.yaml`` (the method's defaults: the published protocol), over
+   the file its ``extends:`` names;
+3. ``configs/datasets/<dataset>.yaml``, then the method file's ``datasets.<dataset>`` section;
 4. the preset, if one is asked for: ``configs/presets/<preset>.yaml`` and the method
    file's ``presets.<preset>`` section;
 5. YAML files given with ``--config``;
@@ -68,6 +69,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: Optional[float] = None  # max gradient norm; null: no clipping
     ema_decay: Optional[float] = None  # null: the method keeps no EMA of its weights
+    warmup_steps: int = 0  # linear learning-rate warm-up (LDM's LambdaLinearScheduler)
+    warmup_start: float = 1e-6  # the warm-up starts at this fraction of train.lr
     amp: bool = True  # bf16 autocast, on CUDA only
     # Runtime settings: they do not change the numbers, so they are not part of the run's hash.
     device: str = "auto"  # auto: CUDA when present, else CPU
@@ -100,6 +103,7 @@ class EvalConfig:
     batch_size: int = 256  # images per encoder call
     encode: Encode = Encode.auto
     reduce: Reduce = Reduce.none
+    pca_rows: Optional[int] = None  # reduce=pca1 fits on this many random images; null: all
     profile: Profile = Profile.exact
     # Per-metric hyperparameters over the metric's defaults (dlib's unsupervised study):
     # e.g. eval.hyperparams.dci.num_train=2000
@@ -140,10 +144,13 @@ def resolve_config(
     cfg = OmegaConf.structured(
         RunConfig(method=method_cls.config_class(name=method), dataset=DatasetConfig(name=dataset))
     )
-    method_layer = _read_yaml(CONFIG_DIR / "methods" / f"{method}.yaml")
+    method_layer = _method_layer(method)
     presets = method_layer.pop("presets", {})
+    per_dataset = method_layer.pop("datasets", {})
     cfg = _merge(cfg, method_layer, f"configs/methods/{method}.yaml")
     cfg = _merge(cfg, _read_yaml(CONFIG_DIR / "datasets" / f"{dataset}.yaml"), "dataset config")
+    # The method's settings for one dataset (e.g. DyGA+SD's batch 64 on CelebA).
+    cfg = _merge(cfg, per_dataset.get(dataset) or {}, f"{method} settings for {dataset}")
     if preset is not None:
         preset_file = CONFIG_DIR / "presets" / f"{preset}.yaml"
         if not preset_file.is_file() and preset not in presets:
@@ -184,6 +191,16 @@ def from_dict(data: dict[str, Any]) -> DictConfig:
     method_cls = METHODS.get(data["method"]["name"])
     cfg = OmegaConf.structured(RunConfig(method=method_cls.config_class()))
     return _merge(cfg, data, "saved config")
+
+
+def _method_layer(method: str) -> dict[str, Any]:
+    """``configs/methods/<method>.yaml``, over the file its ``extends:`` names (if any): the
+    ablation variants of a method restate only what they change."""
+    layer = _read_yaml(CONFIG_DIR / "methods" / f"{method}.yaml")
+    base = layer.pop("extends", None)
+    if base is None:
+        return layer
+    return OmegaConf.to_container(OmegaConf.merge(_method_layer(base), layer))
 
 
 def _yaml_files(section: str) -> list[Any]:

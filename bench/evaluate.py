@@ -47,6 +47,8 @@ class CodeTable:
         )
         self.codes: np.ndarray | None = None
         self.done = np.zeros(len(dataset), dtype=bool)
+        self.pca_means: np.ndarray | None = None
+        self.pca_axes: np.ndarray | None = None
 
     def _encode_rows(self, rows: np.ndarray) -> None:
         for start in range(0, len(rows), self.batch_size):
@@ -65,25 +67,39 @@ class CodeTable:
         for start in tqdm(range(0, len(rows), step), desc="encoding", disable=None):
             self._encode_rows(rows[start : start + step])
 
-    def reduce_pca1(self) -> None:
-        """One scalar per latent unit: PCA(1) of each unit's token over every row (DisDiff,
-        DyGA+SD). A code without token axes (B, D) is one unit per dimension."""
-        self.encode_all()
-        codes = self.codes if self.codes.ndim == 3 else self.codes[:, :, None]
-        self.codes = np.stack(
-            [
-                PCA(n_components=1).fit_transform(codes[:, u, :])[:, 0]
-                for u in range(codes.shape[1])
-            ],
-            axis=1,
-        ).astype(np.float32)
+    def fit_pca1(self, rows: int | None, random_seed: int) -> None:
+        """One scalar per latent unit from now on: each unit's token projected on its first
+        principal component (DisDiff, DyGA+SD). The PCA is fitted on every row, as the
+        authors do, or on ``rows`` random rows (seeded) when that is given. A method's
+        ``code_units`` says how its flat code splits into units; without it, every dimension
+        is a unit of its own."""
+        if rows is None or rows >= len(self.dataset):
+            self.encode_all()
+            fit_rows = np.arange(len(self.dataset))
+        else:
+            fit_rows = np.sort(
+                np.random.default_rng(random_seed).choice(len(self.dataset), rows, replace=False)
+            )
+            self.lookup(fit_rows[:, None])
+        units = self._by_unit(self.codes[fit_rows])
+        pcas = [PCA(n_components=1).fit(units[:, u, :]) for u in range(units.shape[1])]
+        self.pca_means = np.stack([p.mean_ for p in pcas])  # (U, D)
+        self.pca_axes = np.stack([p.components_[0] for p in pcas])  # (U, D)
+
+    def _by_unit(self, codes: np.ndarray) -> np.ndarray:
+        units = self.method.code_units or codes[0].size
+        return codes.reshape(len(codes), units, -1)
 
     def lookup(self, observations: np.ndarray) -> np.ndarray:
         rows = np.asarray(observations)[:, 0].astype(np.int64)
         missing = np.unique(rows[~self.done[rows]])
         if missing.size:
             self._encode_rows(missing)
-        return self.codes[rows].reshape(len(rows), -1)
+        codes = self.codes[rows].reshape(len(rows), -1)
+        if self.pca_axes is None:
+            return codes
+        centred = self._by_unit(codes) - self.pca_means
+        return np.einsum("nud,ud->nu", centred, self.pca_axes).astype(np.float32)
 
 
 class EncodedGroundTruth(GroundTruthData):
@@ -146,15 +162,16 @@ def evaluate(
             "hyperparams": hyperparams,
             "random_seed": eval_cfg.random_seed,
             "reduce": Reduce(eval_cfg.reduce).value,
+            "pca_rows": eval_cfg.pca_rows if eval_cfg.reduce == "pca1" else None,
         }
         previous = record.metrics().get(name, {})
         if {k: previous.get(k) for k in settings} == settings:
             continue  # scored before an interruption, with the same settings
         if not prepared:
-            if eval_cfg.reduce == "pca1":
-                table.reduce_pca1()
-            elif encode_all:
+            if encode_all:
                 table.encode_all()
+            if eval_cfg.reduce == "pca1":
+                table.fit_pca1(eval_cfg.pca_rows, eval_cfg.random_seed)
             prepared = True
         print(f"scoring {name} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import resource
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,12 +29,21 @@ from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
 from bench import datasets
-from bench.config import Profile, check_metrics, config_hash, from_dict, resolve_config, to_yaml
+from bench.config import (
+    DatasetConfig,
+    Profile,
+    RunConfig,
+    check_metrics,
+    config_hash,
+    from_dict,
+    resolve_config,
+    to_yaml,
+)
 from bench.datasets import GroundTruthData
 from bench.evaluate import evaluate
 from bench.fileio import atomic_path, atomic_write_json, atomic_write_text
 from bench.methods import METHODS
-from bench.methods.base import Method
+from bench.methods.base import Method, Stage
 from bench.metrics.gin_config import read_gin
 from bench.registry import BenchError
 from bench.store import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunRecord, run_dir
@@ -67,10 +79,15 @@ def run(
     device = select_device(cfg.train.device)
     try:
         model = build_method(cfg, data)
+        for stage in model.stages():
+            model.attach_stage(stage.name, load_or_train_stage(stage, cfg, data, out, record))
         train(model, data, cfg, record)
         with atomic_path(record.weights_file) as tmp:
             save_model(model, str(tmp))
         evaluate(model, data, cfg.eval, record, device)
+        pictures = model.pictures(data, record.path / "pictures", device)
+        if pictures:
+            tqdm.write(f"pictures: {', '.join(str(p) for p in pictures)}", file=sys.stderr)
     except Preempted as stop:
         record.set_status(INTERRUPTED, step=stop.step, reason=str(stop))
         raise
@@ -94,6 +111,66 @@ def build_method(cfg: DictConfig, dataset: GroundTruthData) -> Method:
     method_cls = METHODS.get(cfg.method.name)
     torch.manual_seed(cfg.seed)
     return method_cls(OmegaConf.to_object(cfg.method), dataset.image_shape)
+
+
+def load_or_train_stage(
+    stage: Stage, cfg: DictConfig, data: GroundTruthData, out: Path | str, record: RunRecord
+) -> Method:
+    """The trained ``stage`` of a run: from ``<out>/artifacts/<stage method>/<dataset>/<hash>``
+    when an earlier run trained it with the same settings on the same dataset, else trained
+    there now. A lock file keeps concurrent runs from training the same one twice."""
+    stage_cfg = OmegaConf.structured(
+        RunConfig(
+            method=METHODS.get(stage.method).config_class(name=stage.method),
+            dataset=DatasetConfig(name=cfg.dataset.name),
+        )
+    )
+    stage_cfg = OmegaConf.merge(
+        stage_cfg,
+        {
+            "method": stage.method_config,
+            "dataset": {"options": cfg.dataset.options},
+            "data": cfg.data,
+            "train": {
+                **stage.train,
+                **{k: cfg.train[k] for k in ("device", "progress", "log_every")},
+            },
+            "eval": {"metrics": []},
+            "seed": stage.seed,
+        },
+    )
+    stage_hash = config_hash(stage_cfg)
+    stage_record = RunRecord(Path(out) / "artifacts" / stage.method / cfg.dataset.name / stage_hash)
+    with file_lock(stage_record.path / ".lock"):
+        model = build_method(stage_cfg, data)
+        reused = stage_record.is_complete()
+        if reused:
+            load_model(model, str(stage_record.weights_file))
+        else:
+            atomic_write_text(stage_record.config_file, to_yaml(stage_cfg))
+            stage_record.set_status(RUNNING, config_hash=stage_hash, pid=os.getpid())
+            train(model, data, stage_cfg, stage_record)
+            with atomic_path(stage_record.weights_file) as tmp:
+                save_model(model, str(tmp))
+            stage_record.set_status(COMPLETE, config_hash=stage_hash, finished=time.time())
+    verb = "reusing the cached" if reused else "trained the"
+    tqdm.write(f"{verb} {stage.name} ({stage.method}) at {stage_record.path}", file=sys.stderr)
+    record.append_log(
+        {"step": 0, "event": stage.name, "path": str(stage_record.path), "reused": reused}
+    )
+    return model.requires_grad_(False).eval()
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass

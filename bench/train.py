@@ -1,7 +1,9 @@
 """The one training loop every method uses.
 
 Per step: take the next batch of the data order, compute the method's loss (bf16 autocast
-on CUDA), step the optimizer (with optional gradient clipping), update the EMA. Every
+on CUDA), step the optimizer (with optional gradient clipping and linear learning-rate
+warm-up), update the EMA, and give the method its end-of-step hook (DyGA refits its
+Gaussians there at each epoch end). Every
 ``log_every`` steps a line goes to the JSONL log; every ``checkpoint_every`` steps and at
 the end a checkpoint holds everything needed to continue bit-identically: weights,
 optimizer, EMA, step, and every RNG state. The data order is a pure function of
@@ -20,20 +22,22 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from bench.datasets import GroundTruthData
 from bench.datasets.torch_view import TorchImages
 from bench.fileio import atomic_path
-from bench.methods.base import Method
+from bench.methods.base import Method, TrainingProgress
 from bench.registry import BenchError
 from bench.store import RunRecord
+
+if TYPE_CHECKING:
+    from diffusers.training_utils import EMAModel
 
 
 class Preempted(Exception):
@@ -78,10 +82,33 @@ class DataOrder:
         return np.concatenate(parts)
 
 
+def trainable(method: Method) -> list[torch.nn.Parameter]:
+    """The parameters the optimizer and the EMA see: frozen parts (a first stage) are left out."""
+    return [p for p in method.parameters() if p.requires_grad]
+
+
+def build_ema(method: Method, decay: float | None) -> EMAModel | None:
+    """diffusers' EMA, whose decay warms up as min(decay, (1 + n) / (10 + n)) after n updates,
+    as LDM's LitEma: with decay 0.9999 the average follows the weights early in training."""
+    if decay is None:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(trainable(method), decay=decay)
+
+
+def warmup_factor(step: int, train: DictConfig) -> float:
+    """LDM's LambdaLinearScheduler: the learning rate ramps linearly from ``warmup_start``× to
+    1× over ``warmup_steps`` steps, then stays."""
+    if step >= train.warmup_steps:
+        return 1.0
+    return train.warmup_start + (1.0 - train.warmup_start) * step / train.warmup_steps
+
+
 def build_optimizer(method: Method, train: DictConfig) -> torch.optim.Optimizer:
     optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[train.optimizer.value]
     return optimizer_cls(
-        method.parameters(),
+        trainable(method),
         lr=train.lr,
         betas=(train.adam_beta1, train.adam_beta2),
         eps=train.adam_eps,
@@ -125,9 +152,7 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
     device = select_device(train_cfg.device)
     method.to(device).train()
     optimizer = build_optimizer(method, train_cfg)
-    ema = None
-    if train_cfg.ema_decay is not None:
-        ema = AveragedModel(method, multi_avg_fn=get_ema_multi_avg_fn(train_cfg.ema_decay))
+    ema = build_ema(method, train_cfg.ema_decay)
     noise = torch.Generator(device).manual_seed(cfg.seed)  # the method's random draws
     data_order = DataOrder(len(dataset), train_cfg.batch_size, cfg.seed)
     source = TorchImages(dataset, cfg.data.device)
@@ -160,13 +185,26 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for group in optimizer.param_groups:
+                group["lr"] = train_cfg.lr * warmup_factor(step, train_cfg)
             if train_cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), train_cfg.grad_clip)
             optimizer.step()
             if ema is not None:
-                ema.update_parameters(method)
+                ema.step(trainable(method))
             step += 1
             window_images += len(images)
+            epoch = step * train_cfg.batch_size // len(dataset)
+            method.after_step(
+                TrainingProgress(
+                    step=step,
+                    epoch=epoch,
+                    epoch_ended=epoch > (step - 1) * train_cfg.batch_size // len(dataset),
+                    images=lambda rows: source.batch(rows, device),
+                    num_images=len(dataset),
+                    seed=cfg.seed,
+                )
+            )
 
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
                 rate = window_images / (time.perf_counter() - window_start)
@@ -188,8 +226,8 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
 
     if tensorboard is not None:
         tensorboard.close()
-    if ema is not None:  # the averaged weights are the ones scored and kept
-        method.load_state_dict(ema.module.state_dict())
+    if ema is not None:  # the averaged weights are the ones scored and kept; buffers stay live
+        ema.copy_to(trainable(method))
     method.eval()
 
 
@@ -198,7 +236,7 @@ def save_checkpoint(
     step: int,
     method: Method,
     optimizer: torch.optim.Optimizer,
-    ema: AveragedModel | None,
+    ema: EMAModel | None,
     noise: torch.Generator,
 ) -> None:
     numpy_state = np.random.get_state()
@@ -223,7 +261,7 @@ def load_checkpoint(
     record: RunRecord,
     method: Method,
     optimizer: torch.optim.Optimizer,
-    ema: AveragedModel | None,
+    ema: EMAModel | None,
     noise: torch.Generator,
 ) -> int:
     """Restore everything ``save_checkpoint`` wrote; returns the step to continue from.

@@ -1,6 +1,6 @@
 """Wall time and peak memory of the README's main job (a smoke run), from a fresh record.
 
-    python benchmarks/smoke_run.py [--method beta_vae] [--dataset dsprites-procedural]
+    python benchmarks/smoke_run.py [--method dyga_sd] [--dataset shapes3d-procedural]
 
 Runs ``bench run ... --preset smoke`` in a child process with a new output folder, then
 prints a table and writes ``benchmarks/results/smoke_run-<method>-<host>.json``.
@@ -23,8 +23,8 @@ from bench.fileio import atomic_write_json
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="beta_vae")
-    parser.add_argument("--dataset", default="dsprites-procedural")
+    parser.add_argument("--method", default="dyga_sd")
+    parser.add_argument("--dataset", default="shapes3d-procedural")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as out:

@@ -80,17 +80,36 @@ def test_ema_follows_its_closed_form(tmp_path):
     cfg = quadratic_cfg(steps=20, batch_size=4, optimizer="adam", lr=0.05, ema_decay=0.8)
     model = Quadratic(QuadraticConfig(), data.image_shape)
     train(model, data, cfg, RunRecord(tmp_path))
-    # Replay the same optimisation by hand; the first EMA update copies the weights.
+    # Replay the same optimisation by hand. LitEma's warm-up: update n (0-based) uses decay
+    # min(0.8, (1 + n) / (10 + n)) with n = 0 giving 0, i.e. the first update copies.
     order, weight = DataOrder(len(data), 4, cfg.seed), torch.zeros(3, requires_grad=True)
     optimizer = torch.optim.Adam([weight], lr=0.05)
-    ema = None
+    ema = torch.zeros(3)
     for step in range(20):
         target = torch.from_numpy(data.images(order.batch(step))).float().div(255).mean()
         optimizer.zero_grad()
         ((weight - target) ** 2).sum().backward()
         optimizer.step()
-        ema = weight.detach().clone() if ema is None else 0.8 * ema + 0.2 * weight.detach()
+        decay = 0.0 if step == 0 else min(0.8, (1 + step) / (10 + step))
+        ema = decay * ema + (1 - decay) * weight.detach()
     torch.testing.assert_close(model.weight.detach(), ema, rtol=1e-6, atol=1e-7)
+
+
+def test_learning_rate_warms_up_linearly(tmp_path):
+    data = FactorGrid((4, 4))
+    cfg = quadratic_cfg(steps=6, batch_size=4, optimizer="adam", lr=0.1, warmup_steps=4)
+    cfg.train.warmup_start = 0.25
+    model = Quadratic(QuadraticConfig(), data.image_shape)
+    train(model, data, cfg, RunRecord(tmp_path))
+    order, weight = DataOrder(len(data), 4, cfg.seed), torch.zeros(3, requires_grad=True)
+    optimizer = torch.optim.Adam([weight], lr=0.1)
+    for step in range(6):
+        optimizer.param_groups[0]["lr"] = 0.1 * min(1.0, 0.25 + 0.75 * step / 4)
+        target = torch.from_numpy(data.images(order.batch(step))).float().div(255).mean()
+        optimizer.zero_grad()
+        ((weight - target) ** 2).sum().backward()
+        optimizer.step()
+    torch.testing.assert_close(model.weight.detach(), weight.detach(), rtol=1e-6, atol=1e-7)
 
 
 def test_non_finite_loss_stops_with_step_and_last_finite_value(tmp_path):

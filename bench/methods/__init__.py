@@ -8,5 +8,29 @@ METHODS.register(
     "bench.methods.beta_vae:BetaVAE",
     "β-VAE (Higgins et al. 2017) as disentanglement_lib trains it; representation = encoder mean",
 )
+METHODS.register(
+    "vq_autoencoder",
+    "bench.methods.diffusion.vq:VQAutoencoder",
+    "VQ autoencoder: the shared first stage of the latent-diffusion methods",
+)
+METHODS.register(
+    "dyga_sd",
+    "bench.methods.dyga_sd:DyGASD",
+    "DyGA+SD (Jun et al. 2025): token-conditioned LDM, Dynamic Gaussian Anchoring, Skip Dropout",
+)
+METHODS.register(
+    "dyga", "bench.methods.dyga_sd:DyGASD", "DyGA+SD's ablation: Gaussian anchoring only"
+)
+METHODS.register("sd", "bench.methods.dyga_sd:DyGASD", "DyGA+SD's ablation: Skip Dropout only")
+METHODS.register(
+    "dyga_sd_base",
+    "bench.methods.dyga_sd:DyGASD",
+    "DyGA+SD's ablation base: its code with anchoring and Skip Dropout off",
+)
+METHODS.register(
+    "encdiff",
+    "bench.methods.encdiff:EncDiff",
+    "EncDiff (Yang et al. 2024) as its official code trains it; representation = raw scalars",
+)
 
 __all__ = ["METHODS"]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,6 +18,32 @@ class MethodConfig:
     """Base of every method's config dataclass; ``name`` is the registered method name."""
 
     name: str = "?"
+
+
+@dataclass
+class TrainingProgress:
+    """What the training loop tells a method after each optimizer step."""
+
+    step: int  # optimizer steps done
+    epoch: int  # full passes over the dataset done
+    epoch_ended: bool  # this step completed a pass
+    images: Callable[[np.ndarray], torch.Tensor]  # dataset rows -> float (B, C, H, W) in [0, 1]
+    num_images: int
+    seed: int  # the run's seed
+
+
+@dataclass
+class Stage:
+    """A separately trained part a method builds on, such as the VQ first stage of a latent
+    diffusion model. The runner trains it once per dataset and settings, caches it as an
+    artifact keyed by their hash, and hands every method that asks for the same one the
+    trained module (``Method.attach_stage``)."""
+
+    name: str  # what the method calls it, and the artifact folder: "first_stage"
+    method: str  # the registered method that trains it: "vq_autoencoder"
+    method_config: dict  # that method's settings
+    train: dict  # its train.* settings
+    seed: int = 0  # shared by every seed of the methods that use it
 
 
 class Method(nn.Module, metaclass=ABCMeta):
@@ -27,6 +56,9 @@ class Method(nn.Module, metaclass=ABCMeta):
     """
 
     config_class: ClassVar[type[MethodConfig]]
+    # Latent units of the flat code, when each unit is several numbers (a token); the
+    # ``eval.reduce=pca1`` option reduces each unit to one scalar. None: a unit per number.
+    code_units: int | None = None
 
     def __init__(self, config: MethodConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__()
@@ -47,3 +79,18 @@ class Method(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The representation the metrics score: (B, representation_dim), without gradients."""
+
+    def stages(self) -> list[Stage]:
+        """What this method builds on, trained (or loaded from the cache) before it."""
+        return []
+
+    def attach_stage(self, name: str, stage: Method) -> None:
+        """Take the trained ``stage`` declared as ``name`` by ``stages()``."""
+        raise NotImplementedError(f"{type(self).__name__} declares no stage {name!r}")
+
+    def after_step(self, progress: TrainingProgress) -> None:
+        """After every optimizer step, in training mode: periodic work such as refits."""
+
+    def pictures(self, dataset, folder: Path, device: torch.device) -> list[Path]:
+        """After evaluation: write PNGs of what the model does (samples, grids); default none."""
+        return []
