@@ -74,6 +74,128 @@ def run(
     typer.echo(f"record: {record.path}")
 
 
+@app.command()
+def sweep(
+    file: Annotated[Path, typer.Argument(help="Sweep YAML: methods, datasets, seeds, variants.")],
+    status: Annotated[bool, typer.Option(help="Print each run's state and exit.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="List the runs and exit.")] = False,
+    executor: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="local or slurm (default: the sweep file's, else local)."),
+    ] = None,
+    workers: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="local: parallel runs (default: one per GPU, else 1)."),
+    ] = None,
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Root of run records (default: the sweep file's, else ./runs)."),
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="slurm: follow the jobs to the end.")] = True,
+    partition: Annotated[Optional[str], typer.Option(help="slurm partition.")] = None,  # noqa: UP045
+    time_min: Annotated[Optional[int], typer.Option(help="slurm time limit, minutes.")] = None,  # noqa: UP045
+    gpus: Annotated[Optional[int], typer.Option(help="slurm GPUs per run.")] = None,  # noqa: UP045
+    cpus: Annotated[Optional[int], typer.Option(help="slurm CPUs per run.")] = None,  # noqa: UP045
+    mem_gb: Annotated[Optional[float], typer.Option(help="slurm memory per run, GB.")] = None,  # noqa: UP045
+    array_parallelism: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="slurm: runs at once."),
+    ] = None,
+) -> None:
+    """Run a sweep (methods × datasets × seeds × variants), skipping complete runs."""
+    from bench.sweep import load_sweep, run_local, run_slurm, status_table
+
+    plan = load_sweep(file, out)
+    if status or dry_run:
+        rows, counts = status_table(plan)
+        for spec, state in rows:
+            label = f"{spec.method:<14}{spec.dataset:<22}{spec.variant:<24}seed{spec.seed:<4}"
+            typer.echo(f"{label}{state:<12}{spec.path}")
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        typer.echo(f"{len(rows)} runs: {summary}")
+        return
+    cli_slurm = {
+        "partition": partition,
+        "time_min": time_min,
+        "gpus_per_task": gpus,
+        "cpus_per_task": cpus,
+        "mem_gb": mem_gb,
+        "array_parallelism": array_parallelism,
+    }
+    plan.slurm.update({k: v for k, v in cli_slurm.items() if v is not None})
+    kind = executor or plan.executor["kind"]
+    if kind == "local":
+        failed = run_local(plan, workers, log=lambda line: typer.echo(line, err=True))
+    elif kind == "slurm":
+        failed = run_slurm(plan, wait, log=lambda line: typer.echo(line, err=True))
+    else:
+        raise BenchError(f"unknown executor {kind!r}; choose local or slurm")
+    if failed:
+        typer.echo(
+            f"{len(failed)} run(s) failed; `bench sweep {file} --status` lists them", err=True
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    runs: Annotated[Path, typer.Argument(help="Root folder of run records.")] = Path("runs"),
+    out: Annotated[Path, typer.Option(help="Where tables, plots and pages go.")] = Path("report"),
+    reported: Annotated[
+        bool, typer.Option(help="Add the published numbers of results/published/*.yaml.")
+    ] = False,
+    published: Annotated[Path, typer.Option(help="Folder of published-number YAML files.")] = Path(
+        "results/published"
+    ),
+    all_keys: Annotated[
+        bool, typer.Option(help="Every result key, not only each metric's headline one.")
+    ] = False,
+) -> None:
+    """Tables (LaTeX, Markdown; mean ± std over seeds, best in bold), ablation plots and a
+    page of pictures from every complete run."""
+    from bench.report import write_report
+
+    written = write_report(runs, out, published if reported else None, all_keys)
+    typer.echo((out / "table.md").read_text())
+    typer.echo(f"wrote {len(written)} files to {out}")
+
+
+@app.command()
+def check(
+    results: Annotated[Path, typer.Argument(help="Runs folder, or a report's results.csv.")],
+    reference: Annotated[Path, typer.Option(help="results/reference/NAME.yaml")],
+    update: Annotated[
+        bool, typer.Option(help="Rewrite the reference from these numbers, on purpose.")
+    ] = False,
+) -> None:
+    """Compare numbers with a committed reference; exit 1 on a regression."""
+    from bench.check import (
+        compare,
+        diff_table,
+        load_results,
+        read_reference,
+        updated_reference,
+        write_reference,
+    )
+
+    fresh = load_results(results)
+    if update:
+        old = read_reference(reference) if reference.is_file() else None
+        write_reference(reference, updated_reference(fresh, old))
+        typer.echo(f"rewrote {reference} from {results}")
+        return
+    comparisons = compare(fresh, read_reference(reference))
+    typer.echo(diff_table(comparisons))
+    bad = [c for c in comparisons if c.verdict in ("regressed", "missing")]
+    better = [c for c in comparisons if c.verdict == "improved"]
+    if better:
+        typer.echo(f"{len(better)} number(s) improved beyond tolerance; --update records them")
+    if bad:
+        typer.echo(f"{len(bad)} regression(s) or missing number(s)", err=True)
+        raise typer.Exit(1)
+    typer.echo("no regression")
+
+
 @app.command(name="eval")
 def eval_run(
     run_dir: Annotated[Path, typer.Argument(help="A run's folder (runs/<dataset>/<method>/...).")],

@@ -9,8 +9,9 @@ the end a checkpoint holds everything needed to continue bit-identically: weight
 optimizer, EMA, step, and every RNG state. The data order is a pure function of
 (seed, step), so it needs no state of its own.
 
-SIGTERM and SIGUSR1 (what SLURM sends before preemption) make the loop write a
-checkpoint at the end of the current step and raise ``Preempted``.
+SIGTERM and SIGUSR1 (what SLURM sends before preemption) and SIGUSR2 (submitit's time-limit
+warning) make the loop write a checkpoint at the end of the current step and raise
+``Preempted``.
 """
 
 from __future__ import annotations
@@ -128,13 +129,14 @@ def open_tensorboard(record: RunRecord) -> Any:
 
 @contextmanager
 def stop_signals() -> Iterator[dict[str, int | None]]:
-    """Record SIGTERM/SIGUSR1 instead of dying, so the loop can checkpoint first."""
+    """Record SIGTERM/SIGUSR1/SIGUSR2 instead of dying, so the loop can checkpoint first."""
     received: dict[str, int | None] = {"signum": None}
 
     def handler(signum: int, frame: Any) -> None:
         received["signum"] = signum
 
-    watched = (signal.SIGTERM, signal.SIGUSR1)
+    # SIGUSR2: submitit's warning before a SLURM time limit.
+    watched = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
     try:
         previous = {s: signal.signal(s, handler) for s in watched}
     except ValueError:  # not the main thread: signals cannot be caught here

@@ -1,0 +1,317 @@
+"""Sweeps: methods × datasets × seeds × variants, run on this machine or on SLURM.
+
+A sweep file (YAML) names what to run::
+
+    name: paper
+    methods: [dyga_sd, dyga, sd, dyga_sd_base]
+    datasets: [shapes3d, mpi3d]
+    seeds: 5                       # or a list: [0, 1, 2, 3, 4]
+    preset: paper
+    overrides: [train.steps=100000]  # for every run
+    variants:                      # override sets, e.g. an ablation (default: one, "default")
+      default: []
+      p0.1: [method.skip_dropout.p=0.1]
+    grid:                          # a numeric sweep: one variant per combination of values
+      method.skip_dropout.p: [0.0, 0.1, 0.2, 0.3]
+    retries: 1                     # reruns of a failed run (each resumes from its checkpoint)
+    executor: {kind: local, workers: 2}
+    slurm: {partition: gpu, time_min: 1440, gpus_per_task: 1, cpus_per_task: 8, mem_gb: 64,
+            array_parallelism: 32}
+
+A run's identity is its config hash and seed (its record folder), so a sweep run twice does
+nothing new, and a sweep with one more seed runs only that seed. Each record gets a
+``sweep.json`` naming its variant, which ``bench report`` uses for ablation tables and plots.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.config import config_hash, resolve_config
+from bench.fileio import atomic_write_json
+from bench.registry import BenchError
+from bench.store import COMPLETE, FAILED, RunRecord, run_dir
+
+PENDING = "pending"
+EXECUTORS = ("local", "slurm")
+# `bench run` exit statuses that a retry cannot fix.
+BAD_INPUT = 2
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    dataset: str
+    seed: int
+    variant: str
+    overrides: tuple[str, ...]
+    preset: str | None
+    path: Path
+
+    def command(self, out: Path) -> list[str]:
+        args = ["--method", self.method, "--dataset", self.dataset, "--seed", str(self.seed)]
+        if self.preset:
+            args += ["--preset", self.preset]
+        return [sys.executable, "-m", "bench", "run", *args, "--out", str(out), *self.overrides]
+
+
+@dataclass
+class Sweep:
+    name: str
+    methods: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    preset: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    variants: dict[str, list[str]] = field(default_factory=lambda: {"default": []})
+    retries: int = 1
+    out: Path = Path("runs")
+    executor: dict[str, Any] = field(default_factory=lambda: {"kind": "local"})
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+    def runs(self) -> list[RunSpec]:
+        """Every run, once (variants that resolve to the same config are one run)."""
+        specs: dict[Path, RunSpec] = {}
+        for method, dataset, (variant, extra), seed in itertools.product(
+            self.methods, self.datasets, self.variants.items(), self.seeds
+        ):
+            overrides = (*self.overrides, *extra)
+            cfg = resolve_config(method, dataset, self.preset, overrides, seed)
+            path = run_dir(self.out, dataset, method, config_hash(cfg), seed)
+            specs.setdefault(
+                path, RunSpec(method, dataset, seed, variant, overrides, self.preset, path)
+            )
+        return list(specs.values())
+
+
+def load_sweep(path: Path, out: Path | None = None) -> Sweep:
+    """Read and check a sweep file; every run's config is resolved, so a typo fails here."""
+    if not path.is_file():
+        raise BenchError(f"sweep file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    known = {
+        "name", "methods", "datasets", "seeds", "preset", "overrides", "variants", "grid",
+        "retries", "out", "executor", "slurm",
+    }  # fmt: skip
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise BenchError(f"{path}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+    for key in ("methods", "datasets"):
+        if not data.get(key):
+            raise BenchError(f"{path}: '{key}' must list at least one name")
+    seeds = data.get("seeds", 1)
+    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    variants = {str(k): list(v or []) for k, v in (data.get("variants") or {}).items()}
+    variants = _with_grid(variants or {"default": []}, data.get("grid") or {})
+    executor = {"kind": "local", **(data.get("executor") or {})}
+    if executor["kind"] not in EXECUTORS:
+        raise BenchError(f"{path}: executor.kind must be one of {EXECUTORS}")
+    sweep = Sweep(
+        name=str(data.get("name", path.stem)),
+        methods=list(data["methods"]),
+        datasets=list(data["datasets"]),
+        seeds=seeds,
+        preset=data.get("preset"),
+        overrides=list(data.get("overrides") or []),
+        variants=variants,
+        retries=int(data.get("retries", 1)),
+        out=Path(out or data.get("out", "runs")),
+        executor=executor,
+        slurm=dict(data.get("slurm") or {}),
+    )
+    sweep.runs()  # resolve every config now: a bad name or key is an error before any run
+    return sweep
+
+
+def _with_grid(variants: dict[str, list[str]], grid: dict[str, list]) -> dict[str, list[str]]:
+    """Each variant crossed with every combination of the grid's values."""
+    if not grid:
+        return variants
+    keys = list(grid)
+    crossed = {}
+    for name, overrides in variants.items():
+        for values in itertools.product(*(grid[k] for k in keys)):
+            label = ",".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
+            full = label if name == "default" else f"{name},{label}"
+            crossed[full] = [*overrides, *(f"{k}={v}" for k, v in zip(keys, values, strict=True))]
+    return crossed
+
+
+def state_of(spec: RunSpec) -> str:
+    return RunRecord(spec.path).state() or PENDING
+
+
+def status_table(sweep: Sweep) -> tuple[list[tuple[RunSpec, str]], Counter]:
+    rows = [(spec, state_of(spec)) for spec in sweep.runs()]
+    return rows, Counter(state for _, state in rows)
+
+
+def mark_variant(spec: RunSpec, sweep: Sweep) -> None:
+    """Tell ``bench report`` which variant of which sweep this record is."""
+    spec.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        spec.path / "sweep.json",
+        {"sweep": sweep.name, "variant": spec.variant, "overrides": list(spec.overrides)},
+    )
+
+
+def run_local(sweep: Sweep, workers: int | None = None, log=print) -> list[RunSpec]:
+    """Run every incomplete run in worker processes; returns the runs that still failed.
+
+    On a machine with GPUs each worker owns one (CUDA_VISIBLE_DEVICES) and there is one
+    worker per GPU unless ``workers`` says otherwise; on CPU, ``workers`` (default 1).
+    A failed or killed run is retried up to ``sweep.retries`` times; a retry resumes from
+    the run's checkpoint. A run that fails on bad input is not retried.
+    """
+    todo = [spec for spec in sweep.runs() if state_of(spec) != COMPLETE]
+    gpus = _visible_gpus()
+    slots = workers or sweep.executor.get("workers") or max(1, len(gpus))
+    queue = [(spec, 0) for spec in todo]
+    running: dict[int, tuple[subprocess.Popen, RunSpec, int]] = {}
+    failed: list[RunSpec] = []
+    while queue or running:
+        for slot in range(slots):
+            if slot not in running and queue:
+                spec, attempt = queue.pop(0)
+                mark_variant(spec, sweep)
+                env = dict(os.environ)
+                if gpus:
+                    env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+                else:  # share the cores instead of every run using all of them
+                    threads = max(1, (os.cpu_count() or 1) // slots)
+                    env.setdefault("OMP_NUM_THREADS", str(threads))
+                log_file = spec.path / "sweep.log"
+                with open(log_file, "a") as handle:
+                    process = subprocess.Popen(
+                        spec.command(sweep.out), env=env, stdout=handle, stderr=handle
+                    )
+                running[slot] = (process, spec, attempt)
+                log(f"started {_label(spec)} (attempt {attempt + 1})")
+        time.sleep(0.2)
+        for slot, (process, spec, attempt) in list(running.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            del running[slot]
+            if code == 0:
+                log(f"complete {_label(spec)}")
+            elif code != BAD_INPUT and attempt < sweep.retries:
+                log(f"exit {code}: {_label(spec)}; retrying")
+                queue.append((spec, attempt + 1))
+            else:
+                log(f"FAILED {_label(spec)} (exit {code}): {_error(spec)}")
+                failed.append(spec)
+    return failed
+
+
+def _visible_gpus() -> list[str]:
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g for g in listed.split(",") if g.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        return []
+
+
+def _label(spec: RunSpec) -> str:
+    return f"{spec.method}/{spec.dataset}/{spec.variant}/seed{spec.seed}"
+
+
+def _error(spec: RunSpec) -> str:
+    status = RunRecord(spec.path).status() or {}
+    if status.get("state") == FAILED:
+        return str(status.get("error", "?")).splitlines()[0][:200]
+    log_file = spec.path / "sweep.log"
+    tail = log_file.read_text().strip().splitlines()[-1:] if log_file.is_file() else []
+    return tail[0][:200] if tail else "no error recorded"
+
+
+def run_slurm(sweep: Sweep, wait: bool = True, log=print, poll_s: float = 5.0) -> list[RunSpec]:
+    """Submit every incomplete run as one submitit job array; with ``wait``, follow the jobs
+    to the end, resubmit failed runs up to ``sweep.retries`` times, and return the runs that
+    still failed.
+
+    A job that receives SIGUSR1, SIGUSR2 (submitit's time-limit warning) or SIGTERM writes a
+    checkpoint at the end of its current step and requeues itself (``scontrol requeue``);
+    SLURM starts it again and the run resumes from that checkpoint.
+    """
+    try:
+        import submitit
+    except ImportError:
+        raise BenchError(
+            "the slurm executor needs submitit: pip install 'drlbench[slurm]'"
+        ) from None
+    settings = {"time_min": 60, "cpus_per_task": 2, "mem_gb": 8, "array_parallelism": 32}
+    settings.update(sweep.slurm)
+    executor = submitit.AutoExecutor(folder=sweep.out / ".slurm" / sweep.name, cluster="slurm")
+    parameters = {
+        "name": f"bench-{sweep.name}",
+        "timeout_min": int(settings["time_min"]),
+        "cpus_per_task": int(settings["cpus_per_task"]),
+        "mem_gb": settings["mem_gb"],
+        "slurm_array_parallelism": int(settings["array_parallelism"]),
+    }
+    if settings.get("partition"):
+        parameters["slurm_partition"] = settings["partition"]
+    if settings.get("gpus_per_task"):
+        parameters["gpus_per_node"] = int(settings["gpus_per_task"])
+    executor.update_parameters(**parameters)
+
+    failed: list[RunSpec] = []
+    todo = [spec for spec in sweep.runs() if state_of(spec) != COMPLETE]
+    for attempt in range(sweep.retries + 1):
+        if not todo:
+            break
+        for spec in todo:
+            mark_variant(spec, sweep)
+        jobs = executor.map_array(run_job, todo, [sweep.out] * len(todo))
+        ids = [job.job_id for job in jobs]
+        log(f"submitted {len(jobs)} runs as SLURM job array {ids[0].split('_')[0]}")
+        if not wait:
+            return []
+        while _queued(ids):
+            time.sleep(poll_s)
+        failed = [spec for spec in todo if state_of(spec) != COMPLETE]
+        for spec in failed:
+            log(f"not complete after attempt {attempt + 1}: {_label(spec)}: {_error(spec)}")
+        todo = failed
+    return failed
+
+
+def run_job(spec: RunSpec, out: Path) -> str:
+    """One run inside a SLURM job: train, evaluate, record; requeue on a stop signal."""
+    from bench.runner import run
+    from bench.train import Preempted
+
+    try:
+        record = run(spec.method, spec.dataset, spec.preset, spec.overrides, spec.seed, out)
+    except Preempted:
+        job = os.environ.get("SLURM_ARRAY_JOB_ID")
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        job_id = f"{job}_{task}" if job and task else os.environ["SLURM_JOB_ID"]
+        subprocess.run(["scontrol", "requeue", job_id], check=True)
+        raise
+    return str(record.path)
+
+
+def _queued(job_ids: list[str]) -> bool:
+    """Whether SLURM still lists any of the jobs (pending, running or requeued)."""
+    result = subprocess.run(
+        ["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+    )
+    return bool(result.stdout.strip())

@@ -1,0 +1,121 @@
+"""Sweep expansion, idempotence, retries and resume of a killed worker's run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from bench.registry import BenchError
+from bench.store import COMPLETE, RunRecord
+from bench.sweep import load_sweep, run_local, status_table
+
+QUICK = ["train.steps=4", "train.log_every=1", "train.checkpoint_every=2", "train.progress=false"]
+QUICK += ["eval.metrics=[mig]", "eval.hyperparams.mig.num_train=200"]
+
+
+def write_sweep(path, **fields):
+    data = {
+        "name": "t",
+        "methods": ["beta_vae"],
+        "datasets": ["dsprites-procedural"],
+        "seeds": 1,
+        "preset": "smoke",
+        "overrides": QUICK,
+        "executor": {"kind": "local", "workers": 2},
+        **fields,
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_expansion_crosses_variants_grid_and_seeds_and_merges_identical_configs(tmp_path):
+    sweep = load_sweep(
+        write_sweep(
+            tmp_path / "s.yaml",
+            seeds=[0, 3],
+            variants={"default": [], "beta4": ["method.beta=4"], "same": ["method.beta=1.0"]},
+            grid={"train.lr": [0.0001, 0.0002]},
+        ),
+        out=tmp_path / "runs",
+    )
+    runs = sweep.runs()
+    # default and "same" are one config (beta 1 is the default): 2 variants × 2 lrs × 2 seeds.
+    assert len(runs) == 8
+    assert {r.variant for r in runs} == {
+        "train.lr=0.0001", "train.lr=0.0002", "beta4,train.lr=0.0001", "beta4,train.lr=0.0002",
+    }  # fmt: skip
+    assert {r.seed for r in runs} == {0, 3}
+    assert len({r.path for r in runs}) == 8
+
+
+def test_bad_sweep_files_are_one_line_errors(tmp_path):
+    with pytest.raises(BenchError, match="unknown key"):
+        load_sweep(write_sweep(tmp_path / "a.yaml", sedes=3))
+    with pytest.raises(BenchError, match="unknown method"):
+        load_sweep(write_sweep(tmp_path / "b.yaml", methods=["beta_vea"]))
+
+
+def test_a_sweep_run_twice_does_nothing_new_and_a_new_seed_runs_alone(tmp_path):
+    path = write_sweep(tmp_path / "s.yaml", seeds=2)
+    sweep = load_sweep(path, out=tmp_path / "runs")
+    lines: list[str] = []
+    assert run_local(sweep, log=lines.append) == []
+    assert sum(line.startswith("started") for line in lines) == 2
+    _, counts = status_table(sweep)
+    assert counts == {COMPLETE: 2}
+    finished = {r.path: (r.path / "status.json").stat().st_mtime_ns for r in sweep.runs()}
+
+    lines.clear()
+    assert run_local(sweep, log=lines.append) == []
+    assert lines == []
+    assert {r.path: (r.path / "status.json").stat().st_mtime_ns for r in sweep.runs()} == finished
+
+    more = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=3), out=tmp_path / "runs")
+    lines.clear()
+    run_local(more, log=lines.append)
+    assert [line for line in lines if line.startswith("started")] == [
+        "started beta_vae/dsprites-procedural/default/seed2 (attempt 1)"
+    ]
+    variant = json.loads((more.runs()[2].path / "sweep.json").read_text())
+    assert variant == {"sweep": "t", "variant": "default", "overrides": QUICK}
+
+
+def test_failed_runs_are_retried_then_reported(tmp_path):
+    path = write_sweep(tmp_path / "s.yaml", retries=1, overrides=[*QUICK, "train.lr=1e30"])
+    sweep = load_sweep(path, out=tmp_path / "runs")
+    lines: list[str] = []
+    failed = run_local(sweep, log=lines.append)
+    assert len(failed) == 1
+    assert sum(line.startswith("started") for line in lines) == 2  # one retry
+    assert any(line.startswith("FAILED") and "loss became" in line for line in lines)
+
+
+def test_a_killed_workers_run_resumes_from_its_checkpoint(tmp_path):
+    overrides = [o for o in QUICK if not o.startswith("train.steps")] + ["train.steps=150"]
+    path = write_sweep(tmp_path / "s.yaml", overrides=overrides, retries=1)
+    out = tmp_path / "runs"
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "bench", "sweep", str(path), "--out", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    (spec,) = load_sweep(path, out=out).runs()
+    record = RunRecord(spec.path)
+    deadline = time.time() + 300
+    while not (record.read_log() and record.read_log()[-1].get("step", 0) >= 20):
+        assert time.time() < deadline and sweep.poll() is None
+        time.sleep(0.2)
+    os.kill(record.status()["pid"], signal.SIGKILL)  # the worker's run dies without warning
+    _, stderr = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, stderr
+    assert "retrying" in stderr and record.is_complete()
+    assert "resuming" in (spec.path / "sweep.log").read_text()
+    steps = [e["step"] for e in record.read_log() if "loss" in e]
+    assert steps == list(range(1, 151))  # each step logged once: resumed, not restarted
