@@ -61,7 +61,7 @@ def test_unknown_names_and_presets():
         match="known datasets: cars3d, celeba, dsprites, dsprites-procedural, mpi3d",
     ):
         resolve_config("beta_vae", "nope")
-    with pytest.raises(BenchError, match="unknown preset 'smok'; known presets: paper, smoke"):
+    with pytest.raises(BenchError, match="unknown preset 'smok'; known presets: ci, paper, smoke"):
         resolve(preset="smok")
 
 
