@@ -43,4 +43,4 @@ for _ in $(seq 30); do
   sinfo -h -o %T 2>/dev/null | grep -q idle && break
   sleep 1
 done
-sinfo
+sinfo || echo "SLURM did not come up (see $BENCH_SLURM_STATE/log): tests/test_slurm.py will skip"

@@ -47,7 +47,10 @@ def test_ls_lists_without_importing_torch(kind):
             "error: config key 'train.steps' from command line: "
             "Value 'ten' of type 'str' could not be converted to Integer",
         ),
-        ([*RUN, "--preset", "tiny"], "error: unknown preset 'tiny'; known presets: ci, paper, smoke"),
+        (
+            [*RUN, "--preset", "tiny"],
+            "error: unknown preset 'tiny'; known presets: ci, paper, smoke",
+        ),
         (
             ["ls", "models"],
             "error: cannot list 'models'; choose one of: methods, metrics, datasets",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import GradientBoostingClassifier
 
+from bench.metrics.dci import seeded_gbt_fits
 from bench.metrics.stagewise_gbt import StagewiseGradientBoostingClassifier, seed_states
 
 
@@ -40,3 +41,15 @@ def test_seed_states_replay_the_sequential_draws():
     states = seed_states(shared, 4)
     assert [s.randint(0, 2**31 - 1) for s in states] == expected
     assert shared.randint(0, 2**31 - 1) == sequential.randint(0, 2**31 - 1)
+
+
+def test_dci_fits_spread_over_threads_equal_the_sequential_ones():
+    rng = np.random.RandomState(0)
+    x = rng.randn(300, 4)
+    labels = [rng.randint(0, 3, 300), rng.randint(0, 5, 300)]
+    tasks = [(x, y, x[:100], y[:100]) for y in labels]
+    sequential = seeded_gbt_fits(tasks, global_seed=3, n_jobs=1)
+    threaded = seeded_gbt_fits(tasks, global_seed=3, n_jobs=8)  # 2 processes × 4 threads
+    for (a, *scores_a), (b, *scores_b) in zip(sequential, threaded, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert scores_a == scores_b
