@@ -158,33 +158,31 @@ def main() -> None:
     flags = {"off": False, "on": True}
     for name in devices:
         device = torch.device(name)
-        rows = []
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", device_name(device)).strip("-").lower()
+        out = Path(__file__).parent / "results" / f"train_throughput-{slug}.json"
+        report = {
+            "device": device_name(device),
+            "host": platform.node(),
+            "torch": torch.__version__,
+            "config": "dyga_sd paper",
+            "training": [],
+            "refit": None,
+        }
         print(f"{device_name(device)}, batch {args.batch_size}")
         print(f"{'bf16':>5}{'compile':>8}{'step s':>9}{'img/s':>9}{'first s':>9}{'peak MiB':>10}")
         for amp in (flags[v] for v in args.bf16.split(",")):
             for compiled in (flags[v] for v in args.compile.split(",")):
                 row = time_training(device, amp, compiled, args.batch_size, args.steps)
-                rows.append(row)
+                report["training"].append(row)
+                atomic_write_json(out, report)  # each row as soon as it is measured
                 print(
                     f"{amp!s:>5}{compiled!s:>8}{row['step_s']:>9.3f}{row['images_per_s']:>9.1f}"
                     f"{row['first_step_s']:>9.1f}{row['peak_memory_mib']:>10.0f}",
                     flush=True,
                 )
-        refit = time_refit(device)
+        report["refit"] = refit = time_refit(device)
+        atomic_write_json(out, report)
         print(f"DyGA refit, {refit['units']} units × {REFIT_TOKENS} tokens: {refit['refit_s']} s")
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", device_name(device)).strip("-").lower()
-        out = Path(__file__).parent / "results" / f"train_throughput-{slug}.json"
-        atomic_write_json(
-            out,
-            {
-                "device": device_name(device),
-                "host": platform.node(),
-                "torch": torch.__version__,
-                "config": "dyga_sd paper",
-                "training": rows,
-                "refit": refit,
-            },
-        )
         print(f"wrote {out}")
 
 
