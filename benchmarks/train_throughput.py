@@ -75,9 +75,9 @@ def time_training(device, amp: bool, compiled: bool, batch_size: int, steps: int
     model.anchor_covariances.copy_(mixtures.covariances)
     model.anchor_log_weights.copy_(mixtures.log_weights)
     model.anchor_refits += 1
-    if compiled:
-        model.unet.compile()
-        model.encoder.compile()
+    if compiled:  # static shapes: every step has the same batch
+        model.unet.compile(dynamic=False)
+        model.encoder.compile(dynamic=False)
     optimizer = build_optimizer(model, cfg.train)
     ema = build_ema(model, cfg.train.ema_decay)
     data = bench.datasets.load("shapes3d-procedural")
@@ -172,7 +172,14 @@ def main() -> None:
         print(f"{'bf16':>5}{'compile':>8}{'step s':>9}{'img/s':>9}{'first s':>9}{'peak MiB':>10}")
         for amp in (flags[v] for v in args.bf16.split(",")):
             for compiled in (flags[v] for v in args.compile.split(",")):
-                row = time_training(device, amp, compiled, args.batch_size, args.steps)
+                try:
+                    row = time_training(device, amp, compiled, args.batch_size, args.steps)
+                except Exception as error:  # e.g. an inductor failure: say so, measure the rest
+                    message = str(error).strip().splitlines()[0][:160]
+                    report["training"].append({"bf16": amp, "compile": compiled, "error": message})
+                    atomic_write_json(out, report)
+                    print(f"{amp!s:>5}{compiled!s:>8}  failed: {message}", flush=True)
+                    continue
                 report["training"].append(row)
                 atomic_write_json(out, report)  # each row as soon as it is measured
                 print(
