@@ -22,6 +22,7 @@ from scipy import stats
 
 from bench.fileio import atomic_path, atomic_write_text
 from bench.metrics import METRICS
+from bench.registry import BenchError
 from bench.store import COMPLETE, RunRecord
 
 # The key each metric contributes to the summary table (the one papers report).
@@ -279,8 +280,6 @@ def write_report(
     """Everything ``bench report`` writes; returns what it wrote, by kind."""
     results = collect(runs)
     if results.empty:
-        from bench.registry import BenchError
-
         raise BenchError(f"no complete runs under {runs}; run some first (bench run / sweep)")
     out.mkdir(parents=True, exist_ok=True)
     written = {"csv": out / "results.csv", "parquet": out / "results.parquet"}
