@@ -1,10 +1,14 @@
 """``bench check``: compare fresh numbers with committed reference numbers.
 
-A reference file (``results/reference/<name>.yaml``) lists, per (dataset, method, variant,
-metric, key), the reference mean, its seed std and seed count, and a tolerance: the larger of
-an absolute one and k × the reference's seed std. A number outside its tolerance in the worse
-direction (by the metric's higher_is_better) is a regression; in the better direction, a
-change to acknowledge with ``--update``; a reference entry with no fresh number is missing.
+A reference file (``results/reference/<name>.yaml``) lists one entry per configuration,
+metric and key, with the same identity ``bench report`` gives a row and a column: dataset,
+method, config hash, metric, key, profile, metric version and metric settings (the row label
+is kept for reading). Each entry holds the reference mean at full precision, its seed std
+and seed count, and a tolerance: the larger of an absolute one and k × the reference's seed
+std. A number outside its tolerance in the worse direction (by the metric's
+higher_is_better) is a regression; in the better direction, a change to acknowledge with
+``--update``; a reference entry with no fresh number of the same identity is missing (a run
+of another preset or other settings never stands in for it).
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import yaml
 from bench.fileio import atomic_write_text
 from bench.metrics import METRICS
 from bench.registry import BenchError
-from bench.report import collect
+from bench.report import collect, with_rows
 
-DEFAULT_TOLERANCE = {"abs": 0.0, "k_std": 3.0}
-IDENTITY = ("dataset", "method", "variant", "metric", "key")
+# A single-seed entry has no seed std to scale: the absolute tolerance is all there is.
+DEFAULT_TOLERANCE = {"abs": 0.01, "k_std": 3.0}
+IDENTITY = (
+    "dataset", "method", "config_hash", "metric", "key", "profile", "version", "protocol_id",
+)  # fmt: skip
 
 
 @dataclass
@@ -31,6 +38,7 @@ class Comparison:
     ours: float | None
     tolerance: float
     verdict: str  # ok, regressed, improved, missing
+    note: str = ""
 
 
 def load_results(path: Path) -> pd.DataFrame:
@@ -38,29 +46,38 @@ def load_results(path: Path) -> pd.DataFrame:
     if path.is_dir():
         return collect(path)
     if path.suffix == ".csv":
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype={k: str for k in ("version", "config_hash", "protocol_id")})
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     raise BenchError(f"{path}: give a runs folder or a bench report results.csv / .parquet")
 
 
 def means(results: pd.DataFrame) -> pd.DataFrame:
-    grouped = results.groupby(list(IDENTITY)).value
-    return grouped.agg(mean="mean", std="std", seeds="count").fillna(0.0).reset_index()
+    """Mean, seed std and seed count per identity, with the row label of ``bench report``."""
+    data = with_rows(results) if "row" not in results else results
+    grouped = data.groupby([*IDENTITY, "row"]).value
+    return grouped.agg(mean="mean", std="std", seeds="count").fillna({"std": 0.0}).reset_index()
+
+
+def _key(entry: dict[str, Any] | pd.Series) -> tuple:
+    return tuple(str(entry[k]) for k in IDENTITY)
 
 
 def compare(results: pd.DataFrame, reference: dict[str, Any]) -> list[Comparison]:
-    fresh = {tuple(r[k] for k in IDENTITY): r for _, r in means(results).iterrows()}
+    table = means(results)
+    fresh = {_key(r): r for _, r in table.iterrows()}
     default = {**DEFAULT_TOLERANCE, **(reference.get("tolerance") or {})}
     comparisons = []
     for entry in reference["entries"]:
         rule = {**default, **(entry.get("tolerance") or {})}
         tolerance = max(rule["abs"], rule["k_std"] * entry.get("std", 0.0))
-        row = fresh.get(tuple(entry[k] for k in IDENTITY))
+        row = fresh.get(_key(entry))
         if row is None:
-            comparisons.append(Comparison(entry, None, tolerance, "missing"))
+            comparisons.append(
+                Comparison(entry, None, tolerance, "missing", _why_missing(entry, table))
+            )
             continue
-        diff = row["mean"] - entry["mean"]
+        diff = float(row["mean"]) - entry["mean"]
         verdict = "ok"
         if abs(diff) > tolerance + 1e-12:
             better = diff > 0 if METRICS.get(entry["metric"]).higher_is_better else diff < 0
@@ -69,43 +86,81 @@ def compare(results: pd.DataFrame, reference: dict[str, Any]) -> list[Comparison
     return comparisons
 
 
+def _why_missing(entry: dict[str, Any], table: pd.DataFrame) -> str:
+    """What the fresh numbers hold instead, when they hold the same method and metric."""
+    same = table[
+        (table.dataset == entry["dataset"])
+        & (table.method == entry["method"])
+        & (table.metric == entry["metric"])
+        & (table.key == entry["key"])
+    ]
+    if same.empty:
+        return "no run of this method on this dataset scored this metric"
+    differs = [
+        f"{k} {entry[k]} here {'/'.join(sorted(map(str, same[k].unique())))}"
+        for k in ("config_hash", "profile", "version", "protocol_id")
+        if str(entry[k]) not in set(map(str, same[k]))
+    ]
+    return "other settings: " + "; ".join(differs) if differs else ""
+
+
 def diff_table(comparisons: list[Comparison]) -> str:
     lines = [
-        f"{'dataset':<22}{'method':<14}{'variant':<12}{'metric':<34}"
+        f"{'dataset':<22}{'row':<28}{'metric':<34}"
         f"{'reference':>10}{'ours':>10}{'Δ':>10}{'tol':>8}  verdict"
     ]
     for c in comparisons:
         e = c.entry
         ours = "–" if c.ours is None else f"{c.ours:.4f}"
         delta = "–" if c.ours is None else f"{c.ours - e['mean']:+.4f}"
+        metric = f"{e['metric']}.{e['key']}" + (
+            "" if e["profile"] == "exact" else f" ({e['profile']})"
+        )
+        note = f" ({c.note})" if c.note else ""
         lines.append(
-            f"{e['dataset']:<22}{e['method']:<14}{e['variant']:<12}"
-            f"{e['metric'] + '.' + e['key']:<34}{e['mean']:>10.4f}{ours:>10}{delta:>10}"
-            f"{c.tolerance:>8.4f}  {c.verdict}"
+            f"{e['dataset']:<22}{e.get('row', e['method']):<28}{metric:<34}"
+            f"{e['mean']:>10.4f}{ours:>10}{delta:>10}{c.tolerance:>8.4f}  {c.verdict}{note}"
         )
     return "\n".join(lines)
 
 
-def read_reference(path: Path) -> dict[str, Any]:
+def read_reference(path: Path, strict: bool = True) -> dict[str, Any]:
+    """The reference file; ``strict=False`` (for ``--update``) accepts entries of an older
+    format, whose tolerances are then dropped."""
     if not path.is_file():
         raise BenchError(f"reference {path} does not exist; create it with --update")
-    data = yaml.safe_load(path.read_text()) or {}
-    if "entries" not in data:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        problem = " ".join(str(error).split())
+        raise BenchError(f"reference {path} is not valid YAML: {problem}") from None
+    entries = data.get("entries") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
         raise BenchError(f"reference {path} has no 'entries' list")
+    for entry in entries if strict else []:
+        absent = [k for k in (*IDENTITY, "mean") if k not in entry]
+        if absent:
+            raise BenchError(
+                f"reference {path}: an entry lacks {', '.join(absent)} (written by an older "
+                "bench check?); rewrite it with --update"
+            )
     return data
 
 
 def updated_reference(results: pd.DataFrame, old: dict[str, Any] | None) -> dict[str, Any]:
-    """The reference rewritten from fresh numbers, keeping the tolerances already set."""
+    """The reference rewritten from fresh numbers at full precision, keeping the tolerances
+    already set."""
     old = old or {}
-    kept = {tuple(e[k] for k in IDENTITY): e.get("tolerance") for e in old.get("entries", [])}
+    kept = {
+        _key(e): e.get("tolerance") for e in old.get("entries", []) if all(k in e for k in IDENTITY)
+    }
     entries = []
     for _, row in means(results).iterrows():
-        entry = {k: row[k] for k in IDENTITY}
-        entry.update(mean=round(float(row["mean"]), 6), std=round(float(row["std"]), 6))
+        entry = {k: str(row[k]) for k in IDENTITY}
+        entry.update(row=row["row"], mean=float(row["mean"]), std=float(row["std"]))
         entry["seeds"] = int(row["seeds"])
-        if kept.get(tuple(entry[k] for k in IDENTITY)):
-            entry["tolerance"] = kept[tuple(entry[k] for k in IDENTITY)]
+        if kept.get(_key(entry)):
+            entry["tolerance"] = kept[_key(entry)]
         entries.append(entry)
     return {
         "description": old.get("description", "reference numbers for bench check"),

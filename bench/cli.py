@@ -65,7 +65,11 @@ def run(
         typer.echo(f"run failed: {error}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted; run the same command to resume from the last checkpoint", err=True)
+        typer.echo(
+            "interrupted; run the same command to resume (training from its last checkpoint, "
+            "evaluation from its last finished metric)",
+            err=True,
+        )
         raise typer.Exit(130) from None
     metrics = record.metrics()
     for name, result in metrics.items():
@@ -106,6 +110,14 @@ def sweep(
     from bench.sweep import load_sweep, run_local, run_slurm, status_table
 
     plan = load_sweep(file, out)
+    if not (status or dry_run):
+        try:
+            plan.out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BenchError(
+                f"cannot write run records under {plan.out}: {error.strerror}; "
+                "give a writable folder with --out"
+            ) from None
     if status or dry_run:
         rows, counts = status_table(plan)
         for spec, state in rows:
@@ -125,7 +137,11 @@ def sweep(
     plan.slurm.update({k: v for k, v in cli_slurm.items() if v is not None})
     kind = executor or plan.executor["kind"]
     if kind == "local":
-        failed = run_local(plan, workers, log=lambda line: typer.echo(line, err=True))
+        try:
+            failed = run_local(plan, workers, log=lambda line: typer.echo(line, err=True))
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted; `bench sweep {file}` again resumes every run", err=True)
+            raise typer.Exit(130) from None
     elif kind == "slurm":
         failed = run_slurm(plan, wait, log=lambda line: typer.echo(line, err=True))
     else:
@@ -150,14 +166,37 @@ def report(
     all_keys: Annotated[
         bool, typer.Option(help="Every result key, not only each metric's headline one.")
     ] = False,
+    metrics: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Columns to show, comma-separated metric.key (or a metric for its headline "
+            "key), e.g. dci.disentanglement,factor_vae.eval_accuracy."
+        ),
+    ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="LaTeX: fit (shrink to the text width; graphicx), landscape (pdflscape) "
+            "or plain (booktabs only)."
+        ),
+    ] = "fit",
+    per_dataset: Annotated[
+        bool, typer.Option(help="One LaTeX table per dataset (table-<dataset>.tex).")
+    ] = False,
 ) -> None:
-    """Tables (LaTeX, Markdown; mean ± std over seeds, best in bold), ablation plots and a
-    page of pictures from every complete run."""
+    """Tables (LaTeX, Markdown; a row per configuration, mean ± std over its seeds, best in
+    bold), ablation plots and a page of pictures from every complete run."""
     from bench.report import write_report
 
-    written = write_report(runs, out, published if reported else None, all_keys)
+    columns = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    written = write_report(
+        runs, out, published if reported else None, all_keys, columns, layout, per_dataset
+    )
     typer.echo((out / "table.md").read_text())
-    typer.echo(f"wrote {len(written)} files to {out}")
+    files = [v for k, v in written.items() if k != "notes"]
+    typer.echo(f"wrote {len(files)} files to {out}; `pdflatex report.tex` there renders the tables")
+    for note in written["notes"]:
+        typer.echo(note)
 
 
 @app.command()
@@ -180,7 +219,7 @@ def check(
 
     fresh = load_results(results)
     if update:
-        old = read_reference(reference) if reference.is_file() else None
+        old = read_reference(reference, strict=False) if reference.is_file() else None
         write_reference(reference, updated_reference(fresh, old))
         typer.echo(f"rewrote {reference} from {results}")
         return
@@ -198,7 +237,13 @@ def check(
 
 @app.command(name="eval")
 def eval_run(
-    run_dir: Annotated[Path, typer.Argument(help="A run's folder (runs/<dataset>/<method>/...).")],
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            help="Run folders (runs/<dataset>/<method>/<hash>/seed<k>, or any folder above "
+            "them), then eval.* overrides such as eval.hyperparams.dci.num_train=2000."
+        ),
+    ],
     metrics: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option(help="Metrics to score (repeat or comma-separate); default: the run's."),
@@ -213,25 +258,45 @@ def eval_run(
         typer.Option(help="exact (dlib's numbers) or fast (approximate DCI, stamped as such)."),
     ] = None,
 ) -> None:
-    """Re-score a finished run; metrics.json keeps each result as it finishes."""
+    """Re-score finished runs; metrics.json keeps each result as it finishes."""
     from bench.runner import evaluate_run
+    from bench.store import find_runs
 
     if profile not in (None, "exact", "fast"):
         raise BenchError(f"unknown profile {profile!r}; choose exact or fast")
+    overrides = [t for t in targets if "=" in t]
+    folders = [Path(t) for t in targets if "=" not in t]
+    if not folders:
+        raise BenchError("bench eval: name at least one run folder (see `bench ls runs`)")
+    records = []
+    for folder in folders:
+        found = find_runs(folder) if folder.is_dir() else []
+        if not found:
+            raise BenchError(f"{folder} holds no run record; `bench ls runs` lists them")
+        records += found
     names = [n for item in metrics or [] for n in item.split(",") if n] or None
-    results = evaluate_run(run_dir, names, gin or [], device, profile)
-    for name in names or results:
-        values = results[name]["values"]
-        typer.echo(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+    for record in records:
+        typer.echo(f"{record.path}:")
+        results = evaluate_run(record.path, names, gin or [], device, profile, overrides)
+        for name in names or results:
+            values = results[name]["values"]
+            typer.echo(f"  {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
 
 
 @app.command(name="ls")
 def list_registered(
-    kind: Annotated[str, typer.Argument(help="methods, metrics or datasets")],
+    kind: Annotated[str, typer.Argument(help="methods, metrics, datasets or runs")],
+    folder: Annotated[
+        Path, typer.Argument(help="runs: the records folder (or any folder inside it).")
+    ] = Path("runs"),
 ) -> None:
-    """List registered methods, metrics or datasets with a one-line description."""
+    """List registered methods, metrics or datasets with a one-line description, or the run
+    records under a folder with their state and what sets each configuration apart."""
+    if kind == "runs":
+        list_runs(folder)
+        return
     if kind not in KINDS:
-        raise BenchError(f"cannot list {kind!r}; choose one of: {', '.join(KINDS)}")
+        raise BenchError(f"cannot list {kind!r}; choose one of: {', '.join((*KINDS, 'runs'))}")
     if kind == "methods":
         from bench.methods import METHODS as registry
     elif kind == "metrics":
@@ -242,6 +307,39 @@ def list_registered(
     width = max(len(name) for name in entries)
     for name, entry in entries.items():
         typer.echo(f"{name:<{width}}  {entry.description}")
+
+
+def list_runs(folder: Path) -> None:
+    """One line per run record: dataset, method, seed, state, configuration, path."""
+    from bench.store import find_runs
+
+    if not folder.is_dir():
+        raise BenchError(f"{folder} is not a folder of run records; `bench run` makes one")
+    records = find_runs(folder)
+    if not records:
+        typer.echo(f"no run records under {folder}")
+        return
+    rows = []
+    for record in records:
+        identity = record.identity()
+        preset = identity.get("preset")
+        rows.append(
+            (
+                record.path.parts[-4],
+                record.path.parts[-3],
+                record.path.name[len("seed") :],
+                record.state() or "?",
+                record.label() + (f" [{preset} preset]" if preset else ""),
+                str(record.path),
+            )
+        )
+    rows.sort(key=lambda r: (r[0], r[1], r[4], int(r[2]) if r[2].isdigit() else 0))
+    header = ("dataset", "method", "seed", "state", "configuration", "path")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    for row in [header, *rows]:
+        typer.echo(
+            "  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5]
+        )
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Download, list and verify dataset files.")

@@ -21,6 +21,7 @@ import difflib
 import enum
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -77,6 +78,7 @@ class TrainConfig:
     log_every: int = 100
     checkpoint_every: int = 5000
     progress: bool = True
+    progress_every_s: float = 60.0  # where stderr is not a terminal: a progress line this often
     tensorboard: bool = False  # also log to <run>/tensorboard (pip install 'drlbench[tensorboard]')
 
 
@@ -126,6 +128,7 @@ RUNTIME_KEYS = (
     "train.log_every",
     "train.checkpoint_every",
     "train.progress",
+    "train.progress_every_s",
     "train.tensorboard",
 )
 
@@ -167,6 +170,18 @@ def resolve_config(
     return cfg
 
 
+def apply_overrides(cfg: DictConfig, overrides: list[str], allowed_prefix: str = "") -> DictConfig:
+    """``cfg`` with dotted command-line overrides, each checked like ``bench run``'s;
+    ``allowed_prefix`` (e.g. ``eval.``) limits which keys may change."""
+    for item in overrides:
+        if not item.startswith(allowed_prefix):
+            raise BenchError(
+                f"override {item!r}: only {allowed_prefix}* keys can change here, "
+                f"e.g. {allowed_prefix}hyperparams.dci.num_train=2000"
+            )
+    return _merge(cfg, _parse_overrides(overrides), "command line")
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Identity of a run's settings: every key but the seed and the runtime-only ones."""
     data = to_dict(cfg)
@@ -176,6 +191,34 @@ def config_hash(cfg: DictConfig) -> str:
         data[section].pop(name)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def distinguishing_overrides(cfg: DictConfig, baseline: DictConfig) -> list[str]:
+    """The settings of ``cfg`` that differ from ``baseline`` (the method's defaults for the same
+    dataset and preset), as sorted ``key=value`` overrides; seed and runtime keys left out.
+    What sets a run apart from its method's defaults: the label of its row in a report."""
+    ours, base = _flatten(to_dict(cfg)), _flatten(to_dict(baseline))
+    ignored = {"seed", *RUNTIME_KEYS}
+    keys = sorted(k for k in ours.keys() | base.keys() if k not in ignored)
+    return [f"{k}={_format_value(ours.get(k))}" for k in keys if ours.get(k) != base.get(k)]
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):  # an empty mapping adds no key: nothing is set there
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(_format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_format_value(v)}" for k, v in value.items()) + "}"
+    return "null" if value is None else str(value)
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
@@ -230,6 +273,14 @@ def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise BenchError(f"override {item!r} must be key=value, e.g. train.steps=2000")
+        try:  # one at a time, so that an error names the override at fault
+            OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, yaml.YAMLError) as error:
+            problem = " ".join(str(error).split("\n")[-2:]).strip()
+            raise BenchError(
+                f"override {item!r} is not a valid value ({problem}); write lists as "
+                "key=[a,b] and quote the whole override in the shell"
+            ) from None
     try:
         return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as error:
@@ -272,9 +323,27 @@ def _check_values(cfg: DictConfig, method: str, dataset: str) -> None:
     for key in ("train.steps", "train.batch_size", "train.log_every", "train.checkpoint_every"):
         if OmegaConf.select(cfg, key) < 1:
             raise BenchError(f"config key {key!r} must be at least 1")
+    for key in ("train.device", "data.device"):
+        check_device_name(OmegaConf.select(cfg, key), key)
     check_metrics(
         cfg.eval.metrics, OmegaConf.to_container(cfg.eval.hyperparams), cfg.eval.profile.value
     )
+
+
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device_name(name: str | None, key: str) -> None:
+    """``name`` is a device torch knows (``auto`` for ``train.device``): no import of torch."""
+    if name is None and key == "data.device":
+        return
+    if (
+        name is None
+        or not DEVICE_NAME.fullmatch(name)
+        or (name == "auto" and key != "train.device")
+    ):
+        choices = "auto, cpu, cuda, cuda:N or mps" if key == "train.device" else "cpu, cuda, cuda:N"
+        raise BenchError(f"{key}={name!r} is not a device; use one of: {choices}")
 
 
 def check_metrics(

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from sklearn.decomposition import PCA
-from tqdm import tqdm
 
 from bench.config import Profile, Reduce
 from bench.datasets import GroundTruthData
 from bench.methods.base import Method
 from bench.metrics import METRICS
 from bench.metrics.spec import hyperparameter_defaults
+from bench.progress import Progress, progress_messages
 from bench.store import RunRecord
 
 # Metrics that ask for millions of images (15,000 batches of 64 or 128): with them in the
@@ -64,8 +64,10 @@ class CodeTable:
     def encode_all(self) -> None:
         rows = np.flatnonzero(~self.done)
         step = self.batch_size * 16
-        for start in tqdm(range(0, len(rows), step), desc="encoding", disable=None):
-            self._encode_rows(rows[start : start + step])
+        with Progress(len(rows), "encoding", unit="image", every_s=30) as progress:
+            for start in range(0, len(rows), step):
+                self._encode_rows(rows[start : start + step])
+                progress.update(len(rows[start : start + step]))
 
     def fit_pca1(self, rows: int | None, random_seed: int) -> None:
         """One scalar per latent unit from now on: each unit's token projected on its first
@@ -153,12 +155,13 @@ def evaluate(
         eval_cfg.encode == "auto" and IMAGE_HUNGRY & set(eval_cfg.metrics)
     )
     prepared = False
-    for name in eval_cfg.metrics:
-        function, version = METRICS.get(name).for_profile(eval_cfg.profile)
+    for position, name in enumerate(eval_cfg.metrics, start=1):
+        spec = METRICS.get(name)
+        function, version = spec.for_profile(eval_cfg.profile)
         hyperparams = {**hyperparameter_defaults(function), **overrides.get(name, {})}
         settings = {
             "version": version,
-            "profile": Profile(eval_cfg.profile).value,
+            "profile": spec.profile_used(Profile(eval_cfg.profile).value),
             "hyperparams": hyperparams,
             "random_seed": eval_cfg.random_seed,
             "reduce": Reduce(eval_cfg.reduce).value,
@@ -173,17 +176,20 @@ def evaluate(
             if eval_cfg.reduce == "pca1":
                 table.fit_pca1(eval_cfg.pca_rows, eval_cfg.random_seed)
             prepared = True
-        print(f"scoring {name} ...", file=sys.stderr, flush=True)
+        print(f"scoring {name} ({position} of {len(eval_cfg.metrics)}) ...", file=sys.stderr)
         start = time.perf_counter()
-        values = function(
-            view, table.lookup, np.random.RandomState(eval_cfg.random_seed), None, **hyperparams
-        )
+        with progress_messages():  # what long metrics (exact DCI) say while they run
+            values = function(
+                view, table.lookup, np.random.RandomState(eval_cfg.random_seed), None, **hyperparams
+            )
+        seconds = time.perf_counter() - start
         record.write_metric(
             name,
             {
                 **settings,
                 "values": {k: float(v) for k, v in values.items()},
-                "seconds": round(time.perf_counter() - start, 3),
+                "seconds": round(seconds, 3),
             },
         )
+        print(f"scored {name} in {seconds:.1f} s", file=sys.stderr, flush=True)
     return record.metrics()

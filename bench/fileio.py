@@ -11,15 +11,27 @@ from pathlib import Path
 from typing import Any
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` as the process umask lets a new file have it (what ``open`` would give)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path``; renamed onto ``path`` only if the block succeeds."""
+    """A temporary path beside ``path``; renamed onto ``path`` only if the block succeeds.
+
+    mkstemp creates the temporary file 0600; it gets the permissions the user's umask gives
+    a new file before the rename, so records on a shared filesystem stay readable to a group.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,17 +1,24 @@
 """Paper-ready results from run records: a tidy table, LaTeX/Markdown tables, ablation plots,
 and a page of each run's pictures. Reads records only, never models.
 
-The table has one row per (run, metric, key). The summary table has methods (with their
-sweep variant) as rows and (dataset, metric) as columns; each cell is mean ± std over seeds
-with the seed count, the best mean per column in bold (by the metric's higher_is_better), and
-a dagger where Welch's t-test separates the best from the runner-up at p < 0.05.
+The tidy table has one row per (run, metric, key). In the summary table a row is one
+*configuration*: runs that differ only in their seed. Runs of one method with different
+settings (a config hash of their own, or metrics scored with other hyperparameters) are
+separate rows, labelled by what sets them apart: the sweep variant, else the overrides that
+differ from the method's defaults (``beta_vae (method.beta=8.0)``). Columns are (dataset,
+metric key), and a column never mixes profiles (exact and fast DCI) or metric versions. Each
+cell is mean ± std over the row's seeds with the seed count, the best mean per column in bold
+(by the metric's higher_is_better), and a dagger where Welch's t-test separates the best from
+the runner-up at p < 0.05.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,7 @@ from scipy import stats
 from bench.fileio import atomic_path, atomic_write_text
 from bench.metrics import METRICS
 from bench.registry import BenchError
-from bench.store import COMPLETE, RunRecord
+from bench.store import COMPLETE, find_runs, run_label
 
 # The key each metric contributes to the summary table (the one papers report).
 HEADLINE = {
@@ -36,39 +43,54 @@ HEADLINE = {
     "irs": "IRS",
     "tad": "tad",
 }
+# Column headers: the metric and the key it reports, short enough for a paper's table.
 SHORT = {
-    "factor_vae.eval_accuracy": "FactorVAE",
-    "dci.disentanglement": "DCI",
+    "factor_vae.eval_accuracy": "FactorVAE acc.",
+    "dci.disentanglement": "DCI disent.",
     "mig.discrete_mig": "MIG",
     "sap_score.SAP_score": "SAP",
     "modularity_explicitness.modularity_score": "Modularity",
-    "beta_vae.eval_accuracy": "BetaVAE",
+    "beta_vae.eval_accuracy": "BetaVAE acc.",
     "irs.IRS": "IRS",
     "tad.tad": "TAD",
 }
 COLUMNS = [
-    "sweep", "variant", "dataset", "method", "config_hash", "seed", "metric", "key", "value",
-    "version", "profile", "path",
+    "sweep", "variant", "preset", "overrides", "dataset", "method", "config_hash", "seed",
+    "metric", "key", "value", "version", "profile", "settings", "protocol_id", "path",
 ]  # fmt: skip
 SIGNIFICANCE = 0.05
+LAYOUTS = ("fit", "plain", "landscape")
+# What table.tex needs in the preamble, by layout.
+PACKAGES = {"plain": ["booktabs"], "fit": ["booktabs", "graphicx"]}
+PACKAGES["landscape"] = [*PACKAGES["fit"], "pdflscape"]
+
+
+# How a metric was scored, beyond the profile and version a column already names.
+SCORING_KEYS = ("hyperparams", "random_seed", "protocol")
+
+
+def metric_settings_id(result: dict[str, Any], keys: tuple[str, ...] = SCORING_KEYS) -> str:
+    """A short hash of how a metric was scored: seeds of one row must share it."""
+    blob = json.dumps({k: result.get(k) for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
 def collect(runs: Path) -> pd.DataFrame:
     """Every complete run's metrics under ``runs``: one row per (run, metric, key)."""
     rows: list[dict[str, Any]] = []
-    for status_file in sorted(runs.glob("*/*/*/seed*/status.json")):
-        record = RunRecord(status_file.parent)
+    for record in find_runs(runs):
         if record.state() != COMPLETE:
             continue
         dataset, method, config_hash, seed = record.path.parts[-4:]
-        sweep_file = record.path / "sweep.json"
-        tag = json.loads(sweep_file.read_text()) if sweep_file.is_file() else {}
+        identity = record.identity()
         for metric, result in record.metrics().items():
             for key, value in result["values"].items():
                 rows.append(
                     {
-                        "sweep": tag.get("sweep", ""),
-                        "variant": tag.get("variant", "default"),
+                        "sweep": identity.get("sweep", ""),
+                        "variant": identity.get("variant", "default"),
+                        "preset": identity.get("preset") or "",
+                        "overrides": ", ".join(identity.get("distinguishing", [])),
                         "dataset": dataset,
                         "method": method,
                         "config_hash": config_hash,
@@ -76,30 +98,106 @@ def collect(runs: Path) -> pd.DataFrame:
                         "metric": metric,
                         "key": key,
                         "value": float(value),
-                        "version": result.get("version"),
+                        "version": str(result.get("version")),
                         "profile": result.get("profile", "exact"),
+                        "settings": metric_settings_id(result),
+                        "protocol_id": metric_settings_id(
+                            result, ("version", "profile", *SCORING_KEYS)
+                        ),
                         "path": str(record.path),
                     }
                 )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=COLUMNS).fillna({"preset": "", "overrides": ""})
 
 
-def row_label(method: str, variant: str) -> str:
-    return method if variant == "default" else f"{method} [{variant}]"
-
-
-def summarise(results: pd.DataFrame, all_keys: bool = False) -> pd.DataFrame:
-    """mean, std, n per (row label, dataset, metric.key); std is the sample std (ddof 1)."""
+def with_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with ``row``: one label per configuration. Runs share a row only when they
+    share dataset-independent settings, a config hash per dataset and how each metric was
+    scored; labels gain the preset, then the config hash, then the metric settings where
+    that is what tells two configurations apart."""
     data = results.copy()
-    if not all_keys:
-        data = data[data.apply(lambda r: HEADLINE.get(r.metric) == r.key, axis=1)]
-    data["column"] = data.metric + "." + data.key
-    data["row"] = [row_label(m, v) for m, v in zip(data.method, data.variant, strict=True)]
+    if data.empty:
+        return data.assign(row=[], scoring=[])
+    overrides = [tuple(o.split(", ")) if o else () for o in data.overrides]
+    data["row"] = [
+        run_label(m, o, v) for m, o, v in zip(data.method, overrides, data.variant, strict=True)
+    ]
+    # Runs under several presets in one folder: the preset is part of every such label.
+    several = data.groupby("method").preset.transform("nunique") > 1
+    data.loc[several, "row"] = [
+        run_label(m, (f"{p or 'default'} preset", *o), v)
+        for m, o, v, p in zip(
+            data.method[several],
+            [overrides[i] for i in np.flatnonzero(several)],
+            data.variant[several],
+            data.preset[several],
+            strict=True,
+        )
+    ]
+    # What was still ambiguous (records without run.json): the config hash tells them apart.
+    clash = data.groupby(["dataset", "row"]).config_hash.transform("nunique") > 1
+    data.loc[clash, "row"] = data.row[clash] + " #" + data.config_hash[clash].str[:6]
+    # Seeds of one configuration re-scored with other metric settings (bench eval).
+    run_scoring = data.groupby("path").settings.transform(lambda s: "".join(sorted(set(s))))
+    data["scoring"] = [hashlib.sha256(s.encode()).hexdigest()[:6] for s in run_scoring]
+    clash = data.groupby(["dataset", "row"]).scoring.transform("nunique") > 1
+    data.loc[clash, "row"] = data.row[clash] + " (metrics " + data.scoring[clash] + ")"
+    return data
+
+
+def configurations_note(results: pd.DataFrame) -> list[str]:
+    """One line per (method, dataset) whose runs here are of several configurations."""
+    lines = []
+    data = with_rows(results)
+    for (method, dataset), group in data.groupby(["method", "dataset"]):
+        rows = sorted(group.row.unique())
+        if len(rows) > 1:
+            lines.append(
+                f"{method}: {len(rows)} configurations on {dataset}, one row each: "
+                + "; ".join(rows)
+            )
+    return lines
+
+
+def column_names(data: pd.DataFrame) -> pd.Series:
+    """The header of each (metric, key, profile, version): the short name, then the profile
+    when it is not exact, then the version where one report holds several."""
+    base = data.metric + "." + data.key
+    names = base.map(lambda c: SHORT.get(c, c))
+    names = names.where(data.profile == "exact", names + " (" + data.profile + ")")
+    versions = data.assign(name=names).groupby("name").version.transform("nunique")
+    return names.where(versions <= 1, names + " v" + data.version)
+
+
+def summarise(
+    results: pd.DataFrame, all_keys: bool = False, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """mean, std, n per (row, dataset, column); std is the sample std (ddof 1). ``columns``
+    keeps only those ``metric.key`` (or ``metric`` for its headline key) columns."""
+    data = with_rows(results)
+    if columns:
+        data = data[select_columns(data, columns)]
+    elif not all_keys:
+        data = data[[HEADLINE.get(m) == k for m, k in zip(data.metric, data.key, strict=True)]]
+    data = data.assign(column=column_names(data), base=data.metric + "." + data.key)
     grouped = data.groupby(["row", "dataset", "column"]).value
     summary = grouped.agg(mean="mean", std="std", n="count").reset_index()
     summary["values"] = grouped.apply(list).values
     summary["std"] = summary["std"].fillna(0.0)
-    return summary
+    first = data.groupby(["row", "dataset", "column"])[["base", "profile"]].first()
+    return summary.merge(first.reset_index(), on=["row", "dataset", "column"])
+
+
+def select_columns(data: pd.DataFrame, wanted: list[str]) -> pd.Series:
+    """Rows of ``data`` in the ``metric.key`` columns asked for (``metric``: its headline)."""
+    available = sorted(set(data.metric + "." + data.key))
+    keys = [w if "." in w else f"{w}.{HEADLINE.get(w, '')}" for w in wanted]
+    unknown = [w for w, k in zip(wanted, keys, strict=True) if k not in available]
+    if unknown:
+        raise BenchError(
+            f"--metrics: no results for {', '.join(unknown)}; available: {', '.join(available)}"
+        )
+    return (data.metric + "." + data.key).isin(keys)
 
 
 def read_reported(folder: Path) -> pd.DataFrame:
@@ -110,12 +208,14 @@ def read_reported(folder: Path) -> pd.DataFrame:
             for entry in table["rows"]:
                 label = f"{entry['method']} (reported{', reprinted' if entry['reprinted'] else ''})"
                 for dataset, values in entry["values"].items():
-                    for column, (mean, std) in values.items():
+                    for base, (mean, std) in values.items():
                         rows.append(
                             {
                                 "row": label,
                                 "dataset": dataset,
-                                "column": column,
+                                "column": SHORT.get(base, base),
+                                "base": base,
+                                "profile": "exact",
                                 "mean": mean,
                                 "std": std,
                                 "n": table.get("seeds") or 0,
@@ -126,10 +226,6 @@ def read_reported(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _higher_is_better(column: str) -> bool:
-    return METRICS.get(column.split(".")[0]).higher_is_better
-
-
 def mark_best(summary: pd.DataFrame) -> pd.DataFrame:
     """Adds ``best`` (the best mean of our rows per column) and ``significant`` (Welch's
     t-test of the best against the runner-up, p < 0.05)."""
@@ -137,13 +233,16 @@ def mark_best(summary: pd.DataFrame) -> pd.DataFrame:
     summary["best"], summary["significant"] = False, False
     ours = summary[~summary.get("reported", pd.Series(False, index=summary.index)).fillna(False)]
     for _, group in ours.groupby(["dataset", "column"]):
-        ranked = group.sort_values("mean", ascending=not _higher_is_better(group.column.iloc[0]))
+        higher_is_better = METRICS.get(group.base.iloc[0].split(".")[0]).higher_is_better
+        ranked = group.sort_values("mean", ascending=not higher_is_better)
         best = ranked.index[0]
         summary.loc[best, "best"] = True
         if len(ranked) > 1:
             a, b = ranked.iloc[0]["values"], ranked.iloc[1]["values"]
             if len(a) > 1 and len(b) > 1:
-                p = stats.ttest_ind(a, b, equal_var=False).pvalue
+                with warnings.catch_warnings():  # identical seeds: p is NaN, no dagger
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    p = stats.ttest_ind(a, b, equal_var=False).pvalue
                 summary.loc[best, "significant"] = bool(np.isfinite(p) and p < SIGNIFICANCE)
     return summary
 
@@ -161,41 +260,100 @@ def _cell(row: pd.Series, latex: bool) -> str:
 
 def pivot(summary: pd.DataFrame, latex: bool) -> pd.DataFrame:
     cells = summary.assign(cell=[_cell(r, latex) for _, r in summary.iterrows()])
-    cells["column"] = cells.column.map(lambda c: SHORT.get(c, c))
     table = cells.pivot(index="row", columns=["dataset", "column"], values="cell")
     ours = [r for r in table.index if "(reported" not in r]
     table = table.loc[ours + [r for r in table.index if r not in ours]]
     return table.sort_index(axis=1).fillna("–")
 
 
-def caption(summary: pd.DataFrame) -> str:
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` as LaTeX prints it literally (method names, overrides, dataset names)."""
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def caption(summary: pd.DataFrame, latex: bool = True) -> str:
+    """What the table shows, and which result key each column header stands for."""
+    pm, dagger, p = (r"$\pm$", r"$^\dagger$", f"$p < {SIGNIFICANCE}$")
+    if not latex:
+        pm, dagger, p = "±", "†", f"p < {SIGNIFICANCE}"
+    keys = summary.drop_duplicates("column").sort_values("column")
+    named = [f"{c} = {b}" for c, b in zip(keys.column, keys.base, strict=True)]
+    if latex:
+        named = [latex_escape(n) for n in named]
     return (
-        "Mean $\\pm$ standard deviation over seeds (number of seeds in parentheses); best of "
-        "our rows in bold; $^\\dagger$: the best differs from the runner-up by Welch's t-test "
-        f"at p < {SIGNIFICANCE}. Rows marked reported are published numbers."
+        f"Mean {pm} standard deviation over seeds (number of seeds in parentheses); best of "
+        f"our rows in bold; {dagger}: the best differs from the runner-up by Welch's t-test "
+        f"at {p}. Rows marked reported are published numbers. Columns: {'; '.join(named)}."
     )
 
 
-def to_latex(summary: pd.DataFrame) -> str:
+def to_latex(summary: pd.DataFrame, layout: str = "fit", label: str = "tab:drlbench") -> str:
+    """A ``table`` float with booktabs rules; every label escaped. ``fit`` shrinks a table
+    wider than the text to its width (graphicx), ``landscape`` also turns the page
+    (pdflscape), ``plain`` needs booktabs only."""
+    if layout not in LAYOUTS:
+        raise BenchError(f"unknown table layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
     table = pivot(summary, latex=True)
-    table.index.name = None
-    styler = table.style
-    return styler.to_latex(
+    table.index = [latex_escape(r) for r in table.index]
+    table.columns = pd.MultiIndex.from_tuples(
+        [(latex_escape(d), latex_escape(c)) for d, c in table.columns]
+    )
+    latex = table.style.to_latex(
         hrules=True,
         column_format="l" + "c" * table.shape[1],
         multicol_align="c",
         caption=caption(summary),
-        label="tab:drlbench",
+        label=label,
         position_float="centering",
     )
+    if layout != "plain":  # shrink to the text width, never enlarge
+        begin, end = latex.index(r"\begin{tabular}"), latex.index(r"\end{tabular}")
+        end += len(r"\end{tabular}")
+        latex = (
+            latex[:begin]
+            + "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+            + latex[begin:end]
+            + "%\n}"
+            + latex[end:]
+        )
+    if layout == "landscape":
+        latex = "\\begin{landscape}\n" + latex + "\\end{landscape}\n"
+    return latex
 
 
 def to_markdown(summary: pd.DataFrame) -> str:
     table = pivot(summary, latex=False)
     table.columns = [f"{d} {c}" for d, c in table.columns]
     table.index.name = "method"
-    note = caption(summary).replace("$\\pm$", "±").replace("$^\\dagger$", "†")
-    return table.to_markdown() + f"\n\n{note}\n"
+    return table.to_markdown() + f"\n\n{caption(summary, latex=False)}\n"
+
+
+def latex_document(tables: list[str], layout: str) -> str:
+    """report.tex: a complete document around the tables, one page each."""
+    packages = ",".join(PACKAGES[layout])
+    body = "\n\\clearpage\n".join(f"\\input{{{name}}}" for name in tables)
+    return (
+        f"% pdflatex report.tex: every table of this report, one page each.\n"
+        f"\\documentclass{{article}}\n\\usepackage[margin=2cm]{{geometry}}\n"
+        f"\\usepackage{{{packages}}}\n\\pagestyle{{empty}}\n"
+        f"\\begin{{document}}\n{body}\n\\end{{document}}\n"
+    )
 
 
 def ablation_plots(results: pd.DataFrame, out: Path) -> list[Path]:
@@ -210,8 +368,8 @@ def ablation_plots(results: pd.DataFrame, out: Path) -> list[Path]:
 
     written = []
     data = results[results.apply(lambda r: HEADLINE.get(r.metric) == r.key, axis=1)]
-    for (sweep, method, dataset, metric), group in data.groupby(
-        ["sweep", "method", "dataset", "metric"]
+    for (sweep, method, dataset, metric, profile), group in data.groupby(
+        ["sweep", "method", "dataset", "metric", "profile"]
     ):
         if group.variant.nunique() < 2:
             continue
@@ -228,10 +386,11 @@ def ablation_plots(results: pd.DataFrame, out: Path) -> list[Path]:
             )
             sns.stripplot(data=group, x="variant", y="value", color="0.3", size=3, ax=ax)
             ax.tick_params(axis="x", rotation=30)
-        ax.set_ylabel(SHORT.get(f"{metric}.{HEADLINE[metric]}", metric))
+        ylabel = SHORT.get(f"{metric}.{HEADLINE[metric]}", metric)
+        ax.set_ylabel(ylabel if profile == "exact" else f"{ylabel} ({profile})")
         ax.set_title(f"{method} on {dataset}")
         fig.tight_layout()
-        stem = _slug(f"ablation-{sweep}-{method}-{dataset}-{metric}")
+        stem = _slug(f"ablation-{sweep}-{method}-{dataset}-{metric}-{profile}")
         for suffix in ("pdf", "png"):
             path = out / f"{stem}.{suffix}"
             with atomic_path(path) as tmp:
@@ -252,14 +411,14 @@ def _numeric_sweep(variants) -> tuple[str, dict[str, float]] | None:
 def figure_page(results: pd.DataFrame, out: Path) -> Path:
     """figures.md: each run's pictures, copied under figures/, grouped by dataset and method."""
     lines = ["# Pictures of every run", ""]
-    runs = results.drop_duplicates("path").sort_values(["dataset", "method", "variant", "seed"])
+    runs = with_rows(results).drop_duplicates("path").sort_values(["dataset", "row", "seed"])
     for _, run in runs.iterrows():
         pictures = sorted((Path(run.path) / "pictures").glob("*.png"))
         if not pictures:
             continue
-        lines.append(f"## {run.dataset} · {row_label(run.method, run.variant)} · seed {run.seed}")
+        lines.append(f"## {run.dataset} · {run.row} · seed {run.seed}")
         for picture in pictures:
-            target = out / "figures" / _slug(f"{run.dataset}-{run.method}-{run.variant}")
+            target = out / "figures" / _slug(f"{run.dataset}-{run.row}")
             target = target / f"seed{run.seed}-{picture.name}"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(picture, target)
@@ -271,33 +430,59 @@ def figure_page(results: pd.DataFrame, out: Path) -> Path:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
 def write_report(
-    runs: Path, out: Path, reported: Path | None = None, all_keys: bool = False
-) -> dict[str, Path]:
-    """Everything ``bench report`` writes; returns what it wrote, by kind."""
+    runs: Path,
+    out: Path,
+    reported: Path | None = None,
+    all_keys: bool = False,
+    columns: list[str] | None = None,
+    layout: str = "fit",
+    per_dataset: bool = False,
+) -> dict[str, Any]:
+    """Everything ``bench report`` writes; returns what it wrote, by kind, and under
+    ``notes`` the lines that say where a folder holds several configurations of a method."""
     results = collect(runs)
     if results.empty:
         raise BenchError(f"no complete runs under {runs}; run some first (bench run / sweep)")
-    out.mkdir(parents=True, exist_ok=True)
-    written = {"csv": out / "results.csv", "parquet": out / "results.parquet"}
+    if layout not in LAYOUTS:
+        raise BenchError(f"unknown --layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
+    summary = summarise(results, all_keys, columns)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BenchError(f"cannot write the report to {out}: {error.strerror}") from None
+    written: dict[str, Any] = {"csv": out / "results.csv", "parquet": out / "results.parquet"}
+    tidy = with_rows(results)
     with atomic_path(written["csv"]) as tmp:
-        results.to_csv(tmp, index=False)
+        tidy.to_csv(tmp, index=False)
     with atomic_path(written["parquet"]) as tmp:
-        results.to_parquet(tmp, index=False)
-    summary = summarise(results, all_keys)
+        tidy.to_parquet(tmp, index=False)
     if reported is not None:
         published = read_reported(reported)
-        columns = set(zip(summary.dataset, summary.column, strict=True))
-        keep = [(d, c) in columns for d, c in zip(published.dataset, published.column, strict=True)]
+        ours = set(zip(summary.dataset, summary.base, strict=True))
+        keep = [(d, b) in ours for d, b in zip(published.dataset, published.base, strict=True)]
         summary = pd.concat([summary.assign(reported=False), published[keep]], ignore_index=True)
     summary = mark_best(summary)
-    written["latex"], written["markdown"] = out / "table.tex", out / "table.md"
-    atomic_write_text(written["latex"], to_latex(summary))
-    atomic_write_text(written["markdown"], to_markdown(summary))
+    tables = {"table": summary}
+    if per_dataset:
+        tables = {
+            f"table-{_slug(d)}": summary[summary.dataset == d] for d in summary.dataset.unique()
+        }
+    for name, part in tables.items():
+        written[name] = out / f"{name}.tex"
+        atomic_write_text(written[name], to_latex(part, layout, label=f"tab:{name}"))
+    written["document"] = out / "report.tex"
+    atomic_write_text(written["document"], latex_document(list(tables), layout))
+    written["markdown"] = out / "table.md"
+    notes = configurations_note(results)
+    atomic_write_text(
+        written["markdown"], to_markdown(summary) + "".join(f"\n{n}\n" for n in notes)
+    )
     for i, path in enumerate(ablation_plots(results, out)):
         written[f"plot{i}"] = path
     written["figures"] = figure_page(results, out)
+    written["notes"] = notes
     return written

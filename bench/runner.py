@@ -33,8 +33,10 @@ from bench.config import (
     DatasetConfig,
     Profile,
     RunConfig,
+    apply_overrides,
     check_metrics,
     config_hash,
+    distinguishing_overrides,
     from_dict,
     resolve_config,
     to_yaml,
@@ -46,7 +48,7 @@ from bench.methods import METHODS
 from bench.methods.base import Method, Stage
 from bench.metrics.gin_config import read_gin
 from bench.registry import BenchError
-from bench.store import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunRecord, run_dir
+from bench.store import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunRecord, read_json, run_dir
 from bench.train import NonFiniteLoss, Preempted, select_device, train
 
 
@@ -62,21 +64,39 @@ def run(
 ) -> RunRecord:
     """Train and evaluate one run, or resume it, or return it untouched if complete."""
     cfg = resolve_config(method, dataset, preset, overrides, seed, config_files)
+    device = select_device(cfg.train.device)
+    if cfg.data.device is not None:
+        select_device(cfg.data.device, "data.device")
     data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
     run_hash = config_hash(cfg)
     record = RunRecord(run_dir(Path(out), dataset, method, run_hash, cfg.seed))
     if record.is_complete() and not force:
         tqdm.write(f"already complete: {record.path} (--force reruns it)", file=sys.stderr)
         return record
-    if force and record.path.exists():
-        shutil.rmtree(record.path)
-
-    atomic_write_text(record.config_file, to_yaml(cfg))
+    baseline = resolve_config(method, dataset, preset, (), cfg.seed)
+    identity = {
+        "method": method,
+        "dataset": dataset,
+        "seed": cfg.seed,
+        "preset": preset,
+        "config_hash": run_hash,
+        "distinguishing": distinguishing_overrides(cfg, baseline),
+    }
+    try:
+        if force and record.path.exists():
+            shutil.rmtree(record.path)
+        atomic_write_text(record.config_file, to_yaml(cfg))
+    except OSError as error:
+        raise BenchError(
+            f"cannot write the run record {record.path}: {error.strerror}; "
+            "give a writable folder with --out"
+        ) from None
+    atomic_write_json(record.identity_file, identity)
+    earlier = read_json(record.environment_file) or {}  # an interrupted run's earlier segments
     started = time.time()
     record.set_status(
         RUNNING, config_hash=run_hash, pid=os.getpid(), host=platform.node(), started=started
     )
-    device = select_device(cfg.train.device)
     try:
         model = build_method(cfg, data)
         for stage in model.stages():
@@ -101,7 +121,8 @@ def run(
         record.set_status(state, error=repr(error), traceback=traceback.format_exc())
         raise
     finally:
-        atomic_write_json(record.environment_file, environment(device, time.time() - started))
+        segment = time.time() - started
+        atomic_write_json(record.environment_file, environment(device, segment, earlier))
     record.set_status(COMPLETE, config_hash=run_hash, started=started, finished=time.time())
     return record
 
@@ -111,6 +132,10 @@ def build_method(cfg: DictConfig, dataset: GroundTruthData) -> Method:
     method_cls = METHODS.get(cfg.method.name)
     torch.manual_seed(cfg.seed)
     return method_cls(OmegaConf.to_object(cfg.method), dataset.image_shape)
+
+
+# A stage trains on the run's device and reports progress as the run does.
+RUNTIME_KEYS_OF_TRAIN = ("device", "progress", "progress_every_s", "log_every")
 
 
 def load_or_train_stage(
@@ -133,7 +158,9 @@ def load_or_train_stage(
             "data": cfg.data,
             "train": {
                 **stage.train,
-                **{k: cfg.train[k] for k in ("device", "progress", "log_every")},
+                **{
+                    k: cfg.train[k] for k in ("device", "progress", "progress_every_s", "log_every")
+                },
             },
             "eval": {"metrics": []},
             "seed": stage.seed,
@@ -200,10 +227,12 @@ def evaluate_run(
     gin_files: list[Path] | tuple[Path, ...] = (),
     device: str = "auto",
     profile: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Re-score a finished run: its configured metrics, or ``metrics``, with hyperparameters
-    from disentanglement_lib .gin files layered over the run's own."""
-    run_device = select_device(device)
+    from disentanglement_lib .gin files layered over the run's own, then ``eval.*``
+    overrides (``eval.hyperparams.dci.num_train=2000``) as ``bench run`` takes them."""
+    run_device = select_device(device, "--device")
     loaded = load_run(path, device=str(run_device))
     eval_cfg = loaded.config.eval.copy()
     gin_metrics: list[str] = []
@@ -217,6 +246,10 @@ def evaluate_run(
         eval_cfg.metrics = metrics if metrics is not None else gin_metrics
     if profile is not None:
         eval_cfg.profile = profile
+    if overrides:  # the command line has the last word, as in `bench run`
+        cfg = loaded.config.copy()
+        cfg.eval = eval_cfg
+        eval_cfg = apply_overrides(cfg, list(overrides), "eval.").eval
     check_metrics(
         list(eval_cfg.metrics),
         OmegaConf.to_container(eval_cfg.hyperparams),
@@ -225,8 +258,13 @@ def evaluate_run(
     return evaluate(loaded.method, loaded.dataset, eval_cfg, loaded.record, run_device)
 
 
-def environment(device: torch.device, wall_time: float) -> dict[str, Any]:
-    """What produced the numbers: versions, code revision, hardware, cost."""
+def environment(
+    device: torch.device, wall_time: float, earlier: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What produced the numbers: versions, code revision, hardware, cost. ``wall_time_s``
+    adds up every segment of a run that was interrupted and resumed (``earlier`` is the
+    environment the previous segment recorded); ``segments`` counts them."""
+    earlier = earlier or {}
     packages = ["drlbench", "torch", "numpy", "scipy", "scikit-learn", "omegaconf"]
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     info: dict[str, Any] = {
@@ -239,7 +277,9 @@ def environment(device: torch.device, wall_time: float) -> dict[str, Any]:
         "device_name": _cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "wall_time_s": round(wall_time, 2),
+        "wall_time_s": round(earlier.get("wall_time_s", 0.0) + wall_time, 2),
+        "last_segment_s": round(wall_time, 2),
+        "segments": earlier.get("segments", 1 if earlier else 0) + 1,
         "peak_memory_mib": round(peak_rss_mib, 1),
     }
     if device.type == "cuda":

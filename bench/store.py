@@ -9,6 +9,8 @@ Layout of a run folder, ``<out>/<dataset>/<method>/<config-hash>/seed<k>/``::
     checkpoints/last.pt  model, optimizer, EMA, step and every RNG state
     model.safetensors  the final weights
     metrics.json       {metric name: {version, hyperparams, values}}, written metric by metric
+    run.json           how the run was asked for: method, dataset, seed, preset, and the
+                       overrides that set it apart from the method's defaults (its label)
 
 Every file but the log is written to a temporary file and renamed into place, so a reader
 never sees a half-written file. The log is appended line by line; a line cut short by a
@@ -30,8 +32,28 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def run_label(method: str, overrides: list[str] | tuple[str, ...] = (), variant: str = "") -> str:
+    """How a configuration is named in reports and listings: the sweep variant when there is
+    one, else the overrides that set it apart from the method's defaults, e.g.
+    ``beta_vae (method.beta=8.0)``."""
+    if variant and variant != "default":
+        return f"{method} [{variant}]"
+    return f"{method} ({', '.join(overrides)})" if overrides else method
+
+
 def run_dir(out: Path, dataset: str, method: str, config_hash: str, seed: int) -> Path:
     return Path(out) / dataset / method / config_hash / f"seed{seed}"
+
+
+def find_runs(root: Path) -> list[RunRecord]:
+    """Every run record under ``root`` (a records folder or any folder inside one), sorted by
+    path; shared-stage artifacts are not runs."""
+    root = Path(root)
+    if (root / "status.json").is_file() and root.name.startswith("seed"):
+        return [RunRecord(root)]
+    statuses = root.glob("**/seed*/status.json")
+    found = {p.parent for p in statuses if "artifacts" not in p.relative_to(root).parts}
+    return [RunRecord(p) for p in sorted(found)]
 
 
 class RunRecord:
@@ -47,6 +69,18 @@ class RunRecord:
     metrics_file = property(lambda self: self.path / "metrics.json")
     checkpoint_file = property(lambda self: self.path / "checkpoints" / "last.pt")
     weights_file = property(lambda self: self.path / "model.safetensors")
+    identity_file = property(lambda self: self.path / "run.json")
+    sweep_file = property(lambda self: self.path / "sweep.json")
+
+    def identity(self) -> dict[str, Any]:
+        """run.json (method, dataset, seed, preset, distinguishing overrides) and, for a
+        sweep's run, sweep.json's sweep and variant; {} for a record older than both."""
+        return {**(read_json(self.identity_file) or {}), **(read_json(self.sweep_file) or {})}
+
+    def label(self) -> str:
+        identity = self.identity()
+        method = identity.get("method") or self.path.parts[-3]
+        return run_label(method, identity.get("distinguishing", ()), identity.get("variant", ""))
 
     # --- status ---------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -98,7 +99,13 @@ def load_sweep(path: Path, out: Path | None = None) -> Sweep:
     """Read and check a sweep file; every run's config is resolved, so a typo fails here."""
     if not path.is_file():
         raise BenchError(f"sweep file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        problem = " ".join(str(error).split())
+        raise BenchError(f"sweep file {path} is not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"sweep file {path} must hold a mapping (name, methods, datasets, ...)")
     known = {
         "name", "methods", "datasets", "seeds", "preset", "overrides", "variants", "grid",
         "retries", "out", "executor", "slurm",
@@ -179,6 +186,21 @@ def run_local(sweep: Sweep, workers: int | None = None, log=print) -> list[RunSp
     queue = [(spec, 0) for spec in todo]
     running: dict[int, tuple[subprocess.Popen, RunSpec, int]] = {}
     failed: list[RunSpec] = []
+    try:
+        _work_through(sweep, queue, running, failed, slots, gpus, log)
+    except KeyboardInterrupt:  # Ctrl-C: every run in progress checkpoints before we leave
+        for process, _, _ in running.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process, spec, _ in running.values():
+            process.wait()
+            log(f"stopped {_label(spec)} with a checkpoint")
+        raise
+    return failed
+
+
+def _work_through(sweep, queue, running, failed, slots, gpus, log) -> None:
+    """The local executor's loop: keep ``slots`` runs going until the queue is empty."""
     while queue or running:
         for slot in range(slots):
             if slot not in running and queue:
@@ -211,7 +233,6 @@ def run_local(sweep: Sweep, workers: int | None = None, log=print) -> list[RunSp
             else:
                 log(f"FAILED {_label(spec)} (exit {code}): {_error(spec)}")
                 failed.append(spec)
-    return failed
 
 
 def _visible_gpus() -> list[str]:

@@ -9,9 +9,9 @@ the end a checkpoint holds everything needed to continue bit-identically: weight
 optimizer, EMA, step, and every RNG state. The data order is a pure function of
 (seed, step), so it needs no state of its own.
 
-SIGTERM and SIGUSR1 (what SLURM sends before preemption) and SIGUSR2 (submitit's time-limit
-warning) make the loop write a checkpoint at the end of the current step and raise
-``Preempted``.
+SIGTERM and SIGUSR1 (what SLURM sends before preemption), SIGUSR2 (submitit's time-limit
+warning) and SIGINT (Ctrl-C) make the loop write a checkpoint at the end of the current step
+and raise ``Preempted``; a second Ctrl-C stops at once, keeping the last periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from bench.datasets import GroundTruthData
 from bench.datasets.torch_view import TorchImages
 from bench.fileio import atomic_path
 from bench.methods.base import Method, TrainingProgress
+from bench.progress import Progress
 from bench.registry import BenchError
 from bench.store import RunRecord
 
@@ -53,10 +54,29 @@ class NonFiniteLoss(Exception):
         self.step, self.value, self.last_finite = step, value, last_finite
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, setting: str = "train.device") -> torch.device:
+    """The device ``name`` names (``auto``: CUDA when present, else the CPU), or a one-line
+    error when this machine does not have it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BenchError(
+            f"{setting}={name!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise BenchError(
+                f"{setting}={name} but torch sees no CUDA device on this machine "
+                f"(torch {torch.__version__}); use {setting}=auto or cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise BenchError(f"{setting}={name} but this machine has {count} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise BenchError(f"{setting}=mps but MPS is not available here; use {setting}=auto or cpu")
+    return device
 
 
 class DataOrder:
@@ -129,14 +149,18 @@ def open_tensorboard(record: RunRecord) -> Any:
 
 @contextmanager
 def stop_signals() -> Iterator[dict[str, int | None]]:
-    """Record SIGTERM/SIGUSR1/SIGUSR2 instead of dying, so the loop can checkpoint first."""
+    """Record SIGTERM/SIGUSR1/SIGUSR2/SIGINT instead of dying, so the loop can checkpoint
+    first. After one Ctrl-C, a second raises KeyboardInterrupt at once, as usual."""
     received: dict[str, int | None] = {"signum": None}
 
     def handler(signum: int, frame: Any) -> None:
         received["signum"] = signum
+        if signum == signal.SIGINT:
+            tqdm.write("Ctrl-C: checkpointing at the end of this step (again: stop now)")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     # SIGUSR2: submitit's warning before a SLURM time limit.
-    watched = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    watched = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
     try:
         previous = {s: signal.signal(s, handler) for s in watched}
     except ValueError:  # not the main thread: signals cannot be caught here
@@ -168,12 +192,12 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
         tqdm.write(f"resuming {record.path} from step {step}", file=sys.stderr)
 
     last_finite, window_start, window_images = None, time.perf_counter(), 0
-    # disable=None: tqdm turns itself off when stderr is not a terminal (CI, SLURM logs).
-    bar = tqdm(
-        total=train_cfg.steps,
+    bar = Progress(
+        train_cfg.steps,
+        f"training {cfg.method.name} (seed {cfg.seed})",
         initial=step,
-        disable=None if train_cfg.progress else True,
-        unit="step",
+        enabled=train_cfg.progress,
+        every_s=train_cfg.progress_every_s,
     )
     with stop_signals() as stop, bar:
         while step < train_cfg.steps:

@@ -11,8 +11,14 @@ import pytest
 
 from bench.metrics.dlib_reference import dlib_metric_module
 
-# CPU-fast settings for runs made by tests: few steps, a log line per step, no metrics.
-FAST = ["train.steps=6", "train.log_every=1", "train.checkpoint_every=3", "train.progress=false"]
+# CPU-fast settings for runs made by tests: few steps, a log line per step, one metric.
+FAST = [
+    "train.steps=6",
+    "train.log_every=1",
+    "train.checkpoint_every=3",
+    "train.progress=false",
+    "eval.metrics=[mig]",
+]
 
 
 def bench_cli(

@@ -10,6 +10,13 @@ import pytest
 
 from tests.conftest import FAST, bench_cli
 
+
+def torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 RUN = ["run", "--method", "beta_vae", "--dataset", "dsprites-procedural"]
 
 
@@ -53,7 +60,19 @@ def test_ls_lists_without_importing_torch(kind):
         ),
         (
             ["ls", "models"],
-            "error: cannot list 'models'; choose one of: methods, metrics, datasets",
+            "error: cannot list 'models'; choose one of: methods, metrics, datasets, runs",
+        ),
+        (
+            [*RUN, "train.device=gpu"],
+            "error: train.device='gpu' is not a device; use one of: auto, cpu, cuda, cuda:N or mps",
+        ),
+        (
+            [*RUN, "eval.metrics=[mig,irs"],
+            "error: override 'eval.metrics=[mig,irs' is not a valid value (",
+        ),
+        (
+            [*RUN, "data.device=auto"],
+            "error: data.device='auto' is not a device; use one of: cpu, cuda, cuda:N",
         ),
     ],
 )
@@ -86,6 +105,7 @@ def test_print_config_shows_the_resolved_config_without_running(tmp_path):
 
 def test_run_leaves_a_complete_record_and_is_not_repeated(tmp_path):
     args = [*RUN, "--preset", "smoke", "--seed", "2", "--out", str(tmp_path), *FAST]
+    args.append("eval.metrics=[mig]")  # of the smoke battery, with its sample size
     result = bench_cli(*args)
     assert result.returncode == 0, result.stderr
     (record,) = tmp_path.glob("dsprites-procedural/beta_vae/*/seed2")
@@ -98,11 +118,12 @@ def test_run_leaves_a_complete_record_and_is_not_repeated(tmp_path):
         "metrics.json",
         "model.safetensors",
         "checkpoints/last.pt",
+        "run.json",
     ):
         assert (record / name).is_file(), name
     assert json.loads((record / "status.json").read_text())["state"] == "complete"
     mig = json.loads((record / "metrics.json").read_text())["mig"]
-    assert mig["version"] == "1" and mig["hyperparams"]["num_train"] == 10000
+    assert mig["version"] == "1" and mig["hyperparams"]["num_train"] == 2000
     assert 0.0 <= mig["values"]["discrete_mig"] <= 1.0
     environment = json.loads((record / "environment.json").read_text())
     assert environment["packages"]["torch"] and environment["peak_memory_mib"] > 0
@@ -141,3 +162,88 @@ def test_beta_vae_runs_on_shapes3d_procedural(tmp_path):
     (record,) = tmp_path.glob("shapes3d-procedural/beta_vae/*/seed0")
     assert json.loads((record / "status.json").read_text())["state"] == "complete"
     assert "discrete_mig" in json.loads((record / "metrics.json").read_text())["mig"]["values"]
+
+
+@pytest.mark.skipif(torch_has_cuda(), reason="this machine has CUDA")
+@pytest.mark.parametrize("setting", ["train.device=cuda", "data.device=cuda:0"])
+def test_cuda_on_a_machine_without_it_is_one_line(setting, tmp_path):
+    result = bench_cli(*RUN, setting, "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "torch sees no CUDA device on this machine" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unwritable_out_is_one_line_and_leaves_no_record(tmp_path):
+    # A path under a regular file: not writable even for root (CI runs as root).
+    (tmp_path / "file").write_text("")
+    result = bench_cli(*RUN, *FAST, "--out", str(tmp_path / "file" / "runs"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: cannot write the run record")
+    assert "give a writable folder with --out" in result.stderr
+
+
+def test_a_sweep_file_with_a_yaml_error_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nmethods: [beta_vae\ndatasets: [dsprites-procedural]\n")
+    result = bench_cli("sweep", str(path), "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"error: sweep file {path} is not valid YAML")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_two_configurations_are_listed_rescored_and_reported_apart(tmp_path):
+    runs = tmp_path / "runs"
+    quick = [*FAST, "eval.metrics=[mig]", "eval.hyperparams.mig.num_train=300"]
+    for beta in ("2", "8"):
+        result = bench_cli(*RUN, *quick, f"method.beta={beta}", "--out", str(runs))
+        assert result.returncode == 0, result.stderr
+
+    listing = bench_cli("ls", "runs", str(runs))
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.strip().splitlines()
+    assert lines[0].split() == ["dataset", "method", "seed", "state", "configuration", "path"]
+    labels = [line.split("  ")[0] for line in lines[1:]]
+    assert len(lines) == 3 and len(set(labels)) == 1  # one dataset, two configurations:
+    assert "method.beta=2.0, train.steps=6)" in lines[1]
+    assert "method.beta=8.0, train.steps=6)" in lines[2]
+    assert all("complete" in line and str(runs) in line for line in lines[1:])
+
+    # Both folders re-scored at once with an eval.* override, as `bench run` takes it.
+    rescore = bench_cli("eval", str(runs), "eval.hyperparams.mig.num_train=200")
+    assert rescore.returncode == 0, rescore.stderr
+    for metrics in runs.glob("**/metrics.json"):
+        assert json.loads(metrics.read_text())["mig"]["hyperparams"]["num_train"] == 200
+
+    report = bench_cli("report", str(runs), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert "method.beta=2.0, train.steps=6)" in table and "method.beta=8.0, train.steps=6)" in table
+    assert "beta_vae: 2 configurations on dsprites-procedural" in report.stdout
+
+
+def test_ls_runs_does_not_import_torch(tmp_path):
+    code = (
+        "import sys\n"
+        "from bench.cli import app\n"
+        "try:\n"
+        f"    app(['ls', 'runs', {str(tmp_path)!r}])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None)\n"
+        "assert 'torch' not in sys.modules, 'bench ls runs imported torch'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "no run records under" in result.stdout
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
+    result = bench_cli(
+        *RUN, *FAST, "train.progress=true", "train.progress_every_s=0", "--out", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [x for x in result.stderr.splitlines() if x.startswith("training beta_vae (seed 0)")]
+    assert len(lines) == 7  # one per step, and one at the end
+    assert "step 6/6 (100.0%)" in lines[-1] and "loss=" in lines[-1]
+    assert "scoring mig (1 of 1) ..." in result.stderr and "scored mig in" in result.stderr

@@ -161,7 +161,7 @@ def test_bench_eval_reads_dlib_gin_files(tmp_path):
     )
     result = bench_cli("eval", str(record), "--gin", str(gin_file))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("mig: discrete_mig=")
+    assert result.stdout.startswith(f"{record}:\n  mig: discrete_mig=")
     import json
 
     mig = json.loads((record / "metrics.json").read_text())["mig"]
@@ -171,7 +171,8 @@ def test_bench_eval_reads_dlib_gin_files(tmp_path):
     irs_file.write_text("evaluation.evaluation_fn = @irs\nirs.num_train = 500\n")
     both = bench_cli("eval", str(record), "--gin", str(gin_file), "--gin", str(irs_file))
     assert both.returncode == 0, both.stderr
-    assert [line.split(":")[0] for line in both.stdout.splitlines()] == ["mig", "irs"]
+    scored = [line.split(":")[0] for line in both.stdout.splitlines()[1:]]
+    assert scored == ["  mig", "  irs"]
     gin_file.write_text("evaluation.evaluation_fn = @mig\nmodel.name = 'x'\n")
     bad = bench_cli("eval", str(record), "--gin", str(gin_file))
     assert bad.returncode == 2 and "unknown binding 'model.name'" in bad.stderr

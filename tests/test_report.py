@@ -1,8 +1,12 @@
-"""bench report and bench check on hand-made records: numbers equal a hand computation."""
+"""bench report and bench check on hand-made records: numbers equal a hand computation, a
+row is one configuration, a column one scoring protocol, and the LaTeX compiles."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -11,7 +15,15 @@ import yaml
 from scipy import stats
 
 from bench.check import compare, updated_reference
-from bench.report import collect, mark_best, summarise, to_latex, to_markdown, write_report
+from bench.report import (
+    collect,
+    latex_escape,
+    mark_best,
+    summarise,
+    to_latex,
+    to_markdown,
+    write_report,
+)
 from bench.store import COMPLETE, RunRecord
 from tests.conftest import bench_cli
 
@@ -22,29 +34,47 @@ VALUES = {  # (method, variant) -> seed -> (mig, dci disentanglement)
 }
 
 
+def make_record(
+    root,
+    dataset,
+    method,
+    config_hash,
+    seed,
+    metrics,
+    distinguishing=(),
+    preset="ci",
+    variant=None,
+):
+    """A complete record as `bench run` leaves it; ``metrics``: name -> (values, extra)."""
+    record = RunRecord(root / dataset / method / config_hash / f"seed{seed}")
+    record.set_status(COMPLETE)
+    identity = {"method": method, "dataset": dataset, "seed": seed, "preset": preset}
+    identity.update(config_hash=config_hash, distinguishing=list(distinguishing))
+    record.identity_file.write_text(json.dumps(identity))
+    for name, (values, extra) in metrics.items():
+        record.write_metric(name, {"version": "1", "profile": "exact", **extra, "values": values})
+    if variant is not None:
+        record.sweep_file.write_text(json.dumps({"sweep": "t", "variant": variant}))
+    return record
+
+
 def make_records(root, values=VALUES, dataset="shapes3d-procedural"):
     for (method, variant), seeds in values.items():
         for seed, (mig, dci) in enumerate(seeds):
-            record = RunRecord(
-                root / dataset / method / f"h{abs(hash(variant)) % 10**6}" / f"seed{seed}"
-            )
-            record.set_status(COMPLETE)
-            record.write_metric("mig", {"version": "1", "values": {"discrete_mig": mig}})
-            record.write_metric(
-                "dci", {"version": "1", "values": {"disentanglement": dci, "completeness": 0.5}}
-            )
-            (record.path / "sweep.json").write_text(
-                json.dumps({"sweep": "t", "variant": variant, "overrides": []})
-            )
-    unfinished = RunRecord(root / dataset / "beta_vae" / "x" / "seed0")
-    unfinished.set_status("running")
+            metrics = {
+                "mig": ({"discrete_mig": mig}, {}),
+                "dci": ({"disentanglement": dci, "completeness": 0.5}, {}),
+            }
+            config_hash = f"h{abs(hash(variant)) % 10**6}"
+            make_record(root, dataset, method, config_hash, seed, metrics, variant=variant)
+    RunRecord(root / dataset / "beta_vae" / "x" / "seed0").set_status("running")
 
 
 def test_summary_equals_a_hand_computation(tmp_path):
     make_records(tmp_path)
     results = collect(tmp_path)
     assert set(results.method) == {"dyga_sd", "dyga_sd_base"}  # the running one is left out
-    summary = summarise(results).set_index(["row", "column"])
+    summary = summarise(results).set_index(["row", "base"])
     for (method, variant), seeds in VALUES.items():
         label = method if variant == "default" else f"{method} [{variant}]"
         for i, column in enumerate(["mig.discrete_mig", "dci.disentanglement"]):
@@ -55,9 +85,65 @@ def test_summary_equals_a_hand_computation(tmp_path):
             assert row["n"] == len(values)
 
 
+def mig_of(value):
+    return {"mig": ({"discrete_mig": value}, {})}
+
+
+def test_two_configurations_of_one_method_are_two_rows(tmp_path):
+    # β = 1 and β = 8: two config hashes, two seeds each; never averaged into one row.
+    for seed, value in enumerate([0.10, 0.12]):
+        make_record(tmp_path, "d", "beta_vae", "aaa111", seed, mig_of(value), ["method.beta=1.0"])
+    for seed, value in enumerate([0.30, 0.34]):
+        make_record(tmp_path, "d", "beta_vae", "bbb222", seed, mig_of(value), ["method.beta=8.0"])
+    summary = summarise(collect(tmp_path)).set_index("row")
+    assert sorted(summary.index) == ["beta_vae (method.beta=1.0)", "beta_vae (method.beta=8.0)"]
+    assert summary.loc["beta_vae (method.beta=1.0)", "mean"] == pytest.approx(0.11)
+    assert summary.loc["beta_vae (method.beta=8.0)", "mean"] == pytest.approx(0.32)
+    assert (summary.n == 2).all()
+
+
+def test_records_without_identity_are_still_split_by_config_hash(tmp_path):
+    for config_hash, value in [("aaa111", 0.1), ("bbb222", 0.3)]:
+        record = RunRecord(tmp_path / "d" / "beta_vae" / config_hash / "seed0")
+        record.set_status(COMPLETE)
+        record.write_metric("mig", {"version": "1", "values": {"discrete_mig": value}})
+    summary = summarise(collect(tmp_path))
+    assert sorted(summary.row) == ["beta_vae #aaa111", "beta_vae #bbb222"]
+    assert sorted(summary["mean"]) == [0.1, 0.3]
+
+
+def test_runs_of_two_presets_are_labelled_with_them(tmp_path):
+    make_record(tmp_path, "d", "beta_vae", "aaa111", 0, mig_of(0.1), preset="smoke")
+    make_record(tmp_path, "d", "beta_vae", "bbb222", 0, mig_of(0.3), preset="ci")
+    rows = sorted(summarise(collect(tmp_path)).row)
+    assert rows == ["beta_vae (ci preset)", "beta_vae (smoke preset)"]
+
+
+def test_exact_and_fast_dci_are_two_cells(tmp_path):
+    def dci(value, profile):
+        extra = {"profile": profile, "version": "1-fast" if profile == "fast" else "1"}
+        return {"dci": ({"disentanglement": value}, extra)}
+
+    make_record(tmp_path, "d", "m", "aaa111", 0, dci(0.5, "exact"))
+    make_record(tmp_path, "d", "m", "aaa111", 1, dci(0.7, "fast"))
+    summary = summarise(collect(tmp_path)).set_index("column")
+    assert summary.loc["DCI disent.", "mean"] == 0.5
+    assert summary.loc["DCI disent. (fast)", "mean"] == 0.7
+    assert (summary.n == 1).all() and summary.row.nunique() == 1
+
+
+def test_seeds_rescored_with_other_hyperparameters_are_not_averaged(tmp_path):
+    scored = {"mig": ({"discrete_mig": 0.2}, {"hyperparams": {"num_train": 10000}})}
+    rescored = {"mig": ({"discrete_mig": 0.4}, {"hyperparams": {"num_train": 100}})}
+    make_record(tmp_path, "d", "m", "aaa111", 0, scored)
+    make_record(tmp_path, "d", "m", "aaa111", 1, rescored)
+    summary = summarise(collect(tmp_path))
+    assert len(summary) == 2 and (summary.n == 1).all()
+
+
 def test_best_is_bold_and_significance_is_welchs_test(tmp_path):
     make_records(tmp_path)
-    summary = mark_best(summarise(collect(tmp_path))).set_index(["row", "column"])
+    summary = mark_best(summarise(collect(tmp_path))).set_index(["row", "base"])
     assert summary.loc[("dyga_sd", "mig.discrete_mig"), "best"]
     # Runner-up for MIG is the skip-dropout variant; dagger iff Welch's p < 0.05.
     p = stats.ttest_ind([0.30, 0.32, 0.31], [0.25, 0.27], equal_var=False).pvalue
@@ -67,8 +153,17 @@ def test_best_is_bold_and_significance_is_welchs_test(tmp_path):
         assert latex.count(rule) == 1
     assert r"\textbf{0.310 $\pm$ 0.010" in latex and r"\begin{table}" in latex
     assert r"{\scriptsize (3)}" in latex
+    assert r"$p < 0.05$" in latex and "dyga\\_sd\\_base" in latex
+    assert "DCI disent. = dci.disentanglement".replace("_", r"\_") in latex
     markdown = to_markdown(summary.reset_index())
     assert "**0.310 ± 0.010" in markdown and "(3)" in markdown
+
+
+def test_latex_escape_covers_every_special_character():
+    assert latex_escape("a_b&c%d$e#f{g}h~i^j\\k<l") == (
+        r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k"
+        r"\textless{}l"
+    )
 
 
 def test_report_writes_tables_plots_and_reported_rows(tmp_path):
@@ -104,7 +199,50 @@ def test_report_writes_tables_plots_and_reported_rows(tmp_path):
     assert any(p.endswith(".pdf") for p in plots) and any(p.endswith(".png") for p in plots)
 
 
-def test_check_passes_on_the_same_numbers_and_fails_on_a_perturbed_one(tmp_path):
+def test_metrics_option_chooses_the_columns(tmp_path):
+    make_records(tmp_path / "runs")
+    summary = summarise(collect(tmp_path / "runs"), columns=["dci.completeness", "mig"])
+    assert set(summary.base) == {"dci.completeness", "mig.discrete_mig"}
+    unknown = bench_cli("report", str(tmp_path / "runs"), "--metrics", "dci.nope")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [
+        "error: --metrics: no results for dci.nope; available: dci.completeness, "
+        "dci.disentanglement, mig.discrete_mig"
+    ]
+
+
+def pdflatex_pages(folder, overfull_ok: bool = False) -> int:
+    result = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert overfull_ok or "Overfull" not in result.stdout, result.stdout[-3000:]
+    return int(re.search(r"Output written on report\.pdf \((\d+) pages?", result.stdout)[1])
+
+
+@pytest.mark.parametrize("layout", ["fit", "landscape", "plain"])
+def test_table_tex_with_underscores_compiles_one_page_per_table(tmp_path, layout):
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed (apt-get install texlive-latex-recommended)")
+    # Underscores, dots and equals signs in labels, and 3 datasets × 3 metrics = 9 columns.
+    values = {("beta_vae", "default"): [(0.1, 0.2), (0.2, 0.3)], **VALUES}
+    for dataset in ("shapes3d_procedural", "mpi3d_toy", "cars3d"):
+        make_records(tmp_path / "runs", values, dataset)
+    out = tmp_path / "out"
+    write_report(tmp_path / "runs", out, columns=["dci", "mig", "dci.completeness"], layout=layout)
+    # booktabs alone (plain): 9 columns may run past the margin, but it compiles.
+    assert pdflatex_pages(out, overfull_ok=layout == "plain") == 1
+    per_dataset = tmp_path / "per-dataset"
+    write_report(tmp_path / "runs", per_dataset, layout=layout, per_dataset=True)
+    if layout != "plain":
+        assert pdflatex_pages(per_dataset) == 3
+
+
+def test_check_identifies_runs_like_the_report(tmp_path):
     make_records(tmp_path / "runs")
     results = collect(tmp_path / "runs")
     reference = updated_reference(results, None)
@@ -116,13 +254,41 @@ def test_check_passes_on_the_same_numbers_and_fails_on_a_perturbed_one(tmp_path)
     verdicts = {c.verdict for c in compare(results, worse)}
     assert verdicts == {"ok", "regressed"}
 
+    # A run of another configuration (another preset, say) never stands in for an entry.
+    other = json.loads(json.dumps(reference))
+    other["entries"][0]["config_hash"] = "smoke0"
+    comparison = compare(results, other)[0]
+    assert comparison.verdict == "missing" and "config_hash smoke0" in comparison.note
+
     path = tmp_path / "reference.yaml"
     path.write_text(yaml.safe_dump(worse))
     failing = bench_cli("check", str(tmp_path / "runs"), "--reference", str(path))
     assert failing.returncode == 1 and "regressed" in failing.stdout
-    assert (
-        bench_cli("check", str(tmp_path / "runs"), "--reference", str(path), "--update").returncode
-        == 0
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_update_then_check_passes(tmp_path, seeds):
+    rng = np.random.default_rng(seeds)
+    for seed in range(seeds):  # values with every digit set: rounding would show
+        make_record(tmp_path / "runs", "d", "m", "aaa111", seed, mig_of(float(rng.random())))
+    path = tmp_path / "reference.yaml"
+    runs = str(tmp_path / "runs")
+    assert bench_cli("check", runs, "--reference", str(path), "--update").returncode == 0
+    entry = yaml.safe_load(path.read_text())["entries"][0]
+    assert entry["seeds"] == seeds and entry["mean"] == pytest.approx(
+        np.mean(
+            [
+                e["values"]["discrete_mig"]
+                for e in map(
+                    lambda r: json.loads((r / "metrics.json").read_text())["mig"],
+                    sorted((tmp_path / "runs").glob("d/m/aaa111/seed*")),
+                )
+            ]
+        ),
+        rel=0,
+        abs=0,
     )
-    passing = bench_cli("check", str(tmp_path / "runs"), "--reference", str(path))
-    assert passing.returncode == 0 and "no regression" in passing.stdout
+    passing = bench_cli("check", runs, "--reference", str(path))
+    assert passing.returncode == 0 and "no regression" in passing.stdout, passing.stdout
+    # A single-seed entry still gets a tolerance (the default absolute one), never 0.
+    assert compare(collect(tmp_path / "runs"), yaml.safe_load(path.read_text()))[0].tolerance > 0

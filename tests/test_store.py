@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
-from bench.fileio import atomic_path, atomic_write_json
+from bench.fileio import atomic_path, atomic_write_json, atomic_write_text
 from bench.store import RunRecord
 
 
@@ -36,3 +38,15 @@ def test_metrics_are_kept_metric_by_metric(tmp_path):
     record.write_metric("mig", {"values": {"discrete_mig": 0.1}})
     record.write_metric("dci", {"values": {"disentanglement": 0.2}})
     assert list(record.metrics()) == ["mig", "dci"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_written_files_carry_the_umasks_permissions(tmp_path, mask):
+    previous = os.umask(mask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        RunRecord(tmp_path / "run").set_status("running")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "a.txt", tmp_path / "run" / "status.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -137,7 +139,7 @@ def test_a_diverging_run_is_recorded_as_failed(tmp_path):
     assert "last_finite_loss" in status and "loss became" in status["error"]
 
 
-def start_run(out, steps: int) -> subprocess.Popen:
+def start_run(out, steps: int, umask: int | None = None) -> subprocess.Popen:
     args = ["--method", "beta_vae", "--dataset", "dsprites-procedural", "--preset", "smoke"]
     overrides = [*QUICK, f"train.steps={steps}", "train.checkpoint_every=10"]
     return subprocess.Popen(
@@ -145,6 +147,7 @@ def start_run(out, steps: int) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=None if umask is None else lambda: os.umask(umask),
     )
 
 
@@ -200,6 +203,45 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
     (checkpoint,) = tmp_path.glob("**/checkpoints/last.pt")
     assert status["state"] == "interrupted"
     assert torch.load(checkpoint, weights_only=True)["step"] == status["step"] >= 5
+
+
+def test_ctrl_c_checkpoints_and_resumes_bit_identically(tmp_path):
+    reference = start_run(tmp_path / "reference", steps=40)
+    assert reference.wait(timeout=300) == 0, reference.communicate()
+
+    stopped = tmp_path / "stopped"
+    process = start_run(stopped, steps=40, umask=0o002)
+    wait_for_step(stopped, 5, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert "Traceback" not in stderr and "stopped by SIGINT" in stderr
+    assert "checkpoint saved. Run the same command to resume" in stderr
+    (status_file,) = stopped.glob("**/status.json")
+    status = json.loads(status_file.read_text())
+    (checkpoint,) = stopped.glob("**/checkpoints/last.pt")
+    assert status["state"] == "interrupted"
+    step = torch.load(checkpoint, weights_only=True)["step"]
+    assert (
+        step == status["step"] >= 5 and step % 10 != 0
+    )  # the step it stopped at, not a periodic one
+    # Files are written with the user's umask (002: group-writable), not mkstemp's 0600.
+    assert stat.S_IMODE(checkpoint.stat().st_mode) == 0o664
+    assert stat.S_IMODE(status_file.stat().st_mode) == 0o664
+
+    resumed = start_run(stopped, steps=40)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    assert f"from step {step}" in stderr
+    expected, actual = final_weights(tmp_path / "reference"), final_weights(stopped)
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    (log,) = stopped.glob("**/log.jsonl")
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == list(range(1, 41))
+    # The wall time covers both segments of the run.
+    (environment,) = stopped.glob("**/environment.json")
+    info = json.loads(environment.read_text())
+    assert info["segments"] == 2 and info["wall_time_s"] > info["last_segment_s"] > 0
 
 
 def test_tensorboard_logging_or_a_clear_error(tmp_path):

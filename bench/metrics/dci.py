@@ -17,6 +17,7 @@ numbers stay identical, without touching the global RNG.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import partial
@@ -30,6 +31,7 @@ from bench.metrics.fast_gbt import HistogramGBT
 from bench.metrics.spec import MetricSpec, sample_train_test
 from bench.metrics.stagewise_gbt import StagewiseGradientBoostingClassifier
 from bench.metrics.utils import RepresentationFunction
+from bench.progress import log as progress
 
 MAX_INT = np.iinfo(np.int32).max
 
@@ -181,10 +183,13 @@ def _largest_first(calls: list, costs: list[int], n_jobs: int) -> list:
     """Run ``calls`` in parallel, the costliest first (so the longest fit does not start
     last), and return their results in the original order."""
     order = np.argsort(costs, kind="stable")[::-1]
-    results = Parallel(n_jobs=n_jobs)(delayed(calls[i])() for i in order)
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(calls[i])() for i in order)
     ordered = [None] * len(calls)
-    for i, result in zip(order, results, strict=True):
+    start = time.perf_counter()
+    for done, (i, result) in enumerate(zip(order, results, strict=True), start=1):
         ordered[i] = result
+        elapsed = time.perf_counter() - start
+        progress.info(f"  fitted {done} of {len(calls)} classifiers ({elapsed:.0f} s)")
     return ordered
 
 

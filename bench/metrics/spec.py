@@ -32,6 +32,11 @@ class MetricSpec:
             return self.fast_function, str(self.fast_version)
         return self.function, self.version
 
+    def profile_used(self, profile: str) -> str:
+        """The profile a score under ``profile`` really has: a metric without a fast
+        variant scores exactly, whatever was asked."""
+        return "fast" if profile == "fast" and self.fast_function is not None else "exact"
+
 
 def hyperparameter_defaults(function: Callable[..., Any]) -> dict[str, Any]:
     """A metric function's hyperparameters: the keyword defaults after dlib's four arguments
