@@ -70,9 +70,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: Optional[float] = None  # max gradient norm; null: no clipping
     ema_decay: Optional[float] = None  # null: the method keeps no EMA of its weights
+    # What the EMA averages: the method's submodules by attribute name, as its authors' code
+    # does (DyGA+SD, EncDiff: [unet]); null: every trainable parameter. The averaged weights
+    # are copied in at the end; the rest (the scored encoder) stays live.
+    ema_modules: Optional[list[str]] = None
     warmup_steps: int = 0  # linear learning-rate warm-up (LDM's LambdaLinearScheduler)
     warmup_start: float = 1e-6  # the warm-up starts at this fraction of train.lr
-    amp: bool = True  # bf16 autocast, on CUDA only
+    amp: bool = False  # bf16 autocast, on CUDA only; each method's file says what its authors use
     # Runtime settings: they do not change the numbers, so they are not part of the run's hash.
     device: str = "auto"  # auto: CUDA when present, else CPU
     log_every: int = 100
@@ -98,6 +102,11 @@ class Reduce(str, enum.Enum):
     pca1 = "pca1"  # one scalar per latent unit: PCA(1) of its token over the dataset
 
 
+class PcaFit(str, enum.Enum):
+    dataset = "dataset"  # one PCA per unit for every metric, fitted on dataset images
+    sample = "sample"  # fitted by the metric on the images it scores (tad's pca_units)
+
+
 @dataclass
 class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["mig"])
@@ -106,6 +115,9 @@ class EvalConfig:
     encode: Encode = Encode.auto
     reduce: Reduce = Reduce.none
     pca_rows: Optional[int] = None  # reduce=pca1 fits on this many random images; null: all
+    # reduce=pca1: fit the PCA on the dataset (pca_rows), or on the images a metric scores
+    # (sample: DyGA+SD's TAD protocol; tad only)
+    pca_fit: PcaFit = PcaFit.dataset
     profile: Profile = Profile.exact
     # Per-metric hyperparameters over the metric's defaults (dlib's unsupervised study):
     # e.g. eval.hyperparams.dci.num_train=2000

@@ -22,12 +22,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from sklearn.decomposition import PCA
 
-from bench.config import Profile, Reduce
+from bench.config import PcaFit, Profile, Reduce
 from bench.datasets import GroundTruthData
 from bench.methods.base import Method
 from bench.metrics import METRICS
 from bench.metrics.spec import hyperparameter_defaults
 from bench.progress import Progress, progress_messages
+from bench.registry import BenchError
 from bench.store import RunRecord
 
 # Metrics that ask for millions of images (15,000 batches of 64 or 128): with them in the
@@ -154,26 +155,42 @@ def evaluate(
     encode_all = eval_cfg.encode == "all" or (
         eval_cfg.encode == "auto" and IMAGE_HUNGRY & set(eval_cfg.metrics)
     )
+    pca = Reduce(eval_cfg.reduce) == Reduce.pca1
+    on_sample = pca and PcaFit(eval_cfg.pca_fit) == PcaFit.sample
+    if on_sample and set(eval_cfg.metrics) - {"tad"}:
+        raise BenchError(
+            "eval.pca_fit=sample fits the PCA on the images a metric scores, which only tad "
+            f"does; score {', '.join(m for m in eval_cfg.metrics if m != 'tad')} with "
+            "eval.pca_fit=dataset"
+        )
     prepared = False
     for position, name in enumerate(eval_cfg.metrics, start=1):
         spec = METRICS.get(name)
         function, version = spec.for_profile(eval_cfg.profile)
         hyperparams = {**hyperparameter_defaults(function), **overrides.get(name, {})}
+        if on_sample:  # the metric reduces the tokens of the images it scores itself
+            hyperparams["pca_units"] = method.code_units or method.representation_dim
         settings = {
             "version": version,
             "profile": spec.profile_used(Profile(eval_cfg.profile).value),
             "hyperparams": hyperparams,
             "random_seed": eval_cfg.random_seed,
             "reduce": Reduce(eval_cfg.reduce).value,
-            "pca_rows": eval_cfg.pca_rows if eval_cfg.reduce == "pca1" else None,
+            "pca_rows": eval_cfg.pca_rows if pca and not on_sample else None,
         }
+        if spec.protocol is not None:
+            settings["protocol"] = spec.protocol(hyperparams) + (
+                f", PCA on {eval_cfg.pca_rows or 'all'} dataset images"
+                if pca and not on_sample
+                else ""
+            )
         previous = record.metrics().get(name, {})
         if {k: previous.get(k) for k in settings} == settings:
             continue  # scored before an interruption, with the same settings
         if not prepared:
             if encode_all:
                 table.encode_all()
-            if eval_cfg.reduce == "pca1":
+            if pca and not on_sample:
                 table.fit_pca1(eval_cfg.pca_rows, eval_cfg.random_seed)
             prepared = True
         print(f"scoring {name} ({position} of {len(eval_cfg.metrics)}) ...", file=sys.stderr)

@@ -56,7 +56,7 @@ SHORT = {
 }
 COLUMNS = [
     "sweep", "variant", "preset", "overrides", "dataset", "method", "config_hash", "seed",
-    "metric", "key", "value", "version", "profile", "settings", "protocol_id", "path",
+    "metric", "key", "value", "version", "profile", "protocol", "settings", "protocol_id", "path",
 ]  # fmt: skip
 SIGNIFICANCE = 0.05
 LAYOUTS = ("fit", "plain", "landscape")
@@ -100,6 +100,7 @@ def collect(runs: Path) -> pd.DataFrame:
                         "value": float(value),
                         "version": str(result.get("version")),
                         "profile": result.get("profile", "exact"),
+                        "protocol": result.get("protocol") or "",
                         "settings": metric_settings_id(result),
                         "protocol_id": metric_settings_id(
                             result, ("version", "profile", *SCORING_KEYS)
@@ -107,7 +108,9 @@ def collect(runs: Path) -> pd.DataFrame:
                         "path": str(record.path),
                     }
                 )
-    return pd.DataFrame(rows, columns=COLUMNS).fillna({"preset": "", "overrides": ""})
+    return pd.DataFrame(rows, columns=COLUMNS).fillna(
+        {"preset": "", "overrides": "", "protocol": ""}
+    )
 
 
 def with_rows(results: pd.DataFrame) -> pd.DataFrame:
@@ -160,11 +163,14 @@ def configurations_note(results: pd.DataFrame) -> list[str]:
 
 
 def column_names(data: pd.DataFrame) -> pd.Series:
-    """The header of each (metric, key, profile, version): the short name, then the profile
-    when it is not exact, then the version where one report holds several."""
+    """The header of each (metric, key, profile, protocol, version): the short name, then the
+    profile when it is not exact, the protocol where the metric has one, and the version
+    where one report holds several."""
     base = data.metric + "." + data.key
     names = base.map(lambda c: SHORT.get(c, c))
     names = names.where(data.profile == "exact", names + " (" + data.profile + ")")
+    # Numbers of different protocols (TAD's grid step) are never in one column.
+    names = names.where(data.protocol == "", names + " [" + data.protocol + "]")
     versions = data.assign(name=names).groupby("name").version.transform("nunique")
     return names.where(versions <= 1, names + " v" + data.version)
 

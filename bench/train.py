@@ -108,14 +108,39 @@ def trainable(method: Method) -> list[torch.nn.Parameter]:
     return [p for p in method.parameters() if p.requires_grad]
 
 
-def build_ema(method: Method, decay: float | None) -> EMAModel | None:
+def ema_parameters(method: Method, modules: list[str] | None) -> list[torch.nn.Parameter]:
+    """The parameters the EMA averages: those of the named submodules, or every trainable one.
+    A module with batch norm is refused: its running statistics follow the live weights, and
+    scoring averaged weights with them would mix two models."""
+    named = dict(method.named_children())
+    if modules is None:
+        covered = [method]
+    else:
+        unknown = [name for name in modules if name not in named]
+        if unknown:
+            raise BenchError(
+                f"train.ema_modules: {type(method).__name__} has no module {unknown[0]!r}; "
+                f"its modules: {', '.join(named)}"
+            )
+        covered = [named[name] for name in modules]
+    for module in covered:
+        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+            raise BenchError(
+                "train.ema_modules: the EMA would cover batch norm layers, whose running "
+                "statistics belong to the live weights; list the modules without batch norm "
+                f"(of {', '.join(named)})"
+            )
+    return [p for module in covered for p in module.parameters() if p.requires_grad]
+
+
+def build_ema(decay: float | None, parameters: list[torch.nn.Parameter]) -> EMAModel | None:
     """diffusers' EMA, whose decay warms up as min(decay, (1 + n) / (10 + n)) after n updates,
     as LDM's LitEma: with decay 0.9999 the average follows the weights early in training."""
     if decay is None:
         return None
     from diffusers.training_utils import EMAModel
 
-    return EMAModel(trainable(method), decay=decay)
+    return EMAModel(parameters, decay=decay)
 
 
 def warmup_factor(step: int, train: DictConfig) -> float:
@@ -178,7 +203,9 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
     device = select_device(train_cfg.device)
     method.to(device).train()
     optimizer = build_optimizer(method, train_cfg)
-    ema = build_ema(method, train_cfg.ema_decay)
+    ema_modules = None if train_cfg.ema_modules is None else list(train_cfg.ema_modules)
+    averaged = ema_parameters(method, ema_modules) if train_cfg.ema_decay is not None else []
+    ema = build_ema(train_cfg.ema_decay, averaged)
     noise = torch.Generator(device).manual_seed(cfg.seed)  # the method's random draws
     data_order = DataOrder(len(dataset), train_cfg.batch_size, cfg.seed)
     source = TorchImages(dataset, cfg.data.device)
@@ -217,7 +244,7 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
                 torch.nn.utils.clip_grad_norm_(method.parameters(), train_cfg.grad_clip)
             optimizer.step()
             if ema is not None:
-                ema.step(trainable(method))
+                ema.step(averaged)
             step += 1
             window_images += len(images)
             epoch = step * train_cfg.batch_size // len(dataset)
@@ -252,8 +279,8 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
 
     if tensorboard is not None:
         tensorboard.close()
-    if ema is not None:  # the averaged weights are the ones scored and kept; buffers stay live
-        ema.copy_to(trainable(method))
+    if ema is not None:  # the averaged weights are kept (and scored, if the EMA covers them)
+        ema.copy_to(averaged)
     method.eval()
 
 

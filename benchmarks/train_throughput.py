@@ -30,7 +30,7 @@ from bench.config import resolve_config
 from bench.fileio import atomic_write_json
 from bench.methods.diffusion.gmm import fit_split_prune
 from bench.methods.dyga_sd import DyGASD
-from bench.train import build_ema, build_optimizer, trainable
+from bench.train import build_ema, build_optimizer, ema_parameters
 
 REFIT_TOKENS = 48_000
 
@@ -79,7 +79,8 @@ def time_training(device, amp: bool, compiled: bool, batch_size: int, steps: int
         model.unet.compile(dynamic=False)
         model.encoder.compile(dynamic=False)
     optimizer = build_optimizer(model, cfg.train)
-    ema = build_ema(model, cfg.train.ema_decay)
+    averaged = ema_parameters(model, list(cfg.train.ema_modules))
+    ema = build_ema(cfg.train.ema_decay, averaged)
     data = bench.datasets.load("shapes3d-procedural")
     rng = np.random.default_rng(0)
     batches = [
@@ -100,7 +101,7 @@ def time_training(device, amp: bool, compiled: bool, batch_size: int, steps: int
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        ema.step(trainable(model))
+        ema.step(averaged)
 
     start = time.perf_counter()
     step(batches[0])  # warm-up: allocations, cuDNN choices, compilation

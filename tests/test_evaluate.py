@@ -14,6 +14,7 @@ from bench.evaluate import evaluate
 from bench.methods.base import Method, MethodConfig
 from bench.metrics import METRICS
 from bench.metrics.tad import tad_score
+from bench.registry import BenchError
 from bench.store import RunRecord
 from tests.conftest import bench_cli
 from tests.grid_data import FactorGrid
@@ -193,3 +194,37 @@ def test_dlib_own_gin_files_read_like_ours():
     for dlib_file in dlib_files:
         ours = Path(__file__).parents[1] / "configs" / "gin" / dlib_file.name
         assert read_gin(dlib_file) == read_gin(ours), dlib_file.name
+
+
+class OneToken(Elementwise):
+    """The same 3 numbers, declared as one latent unit's token."""
+
+    code_units = 1
+
+
+def test_tad_with_the_pca_fitted_on_its_own_images(tmp_path):
+    # DyGA+SD's protocol: PCA(1) per unit fitted on the scored images' tokens, grid step 0.1.
+    data, method = Attributes(), OneToken(ElementwiseConfig(), (1, 1, 3))
+    cfg = eval_cfg(
+        metrics=["tad"],
+        reduce="pca1",
+        pca_fit="sample",
+        hyperparams={"tad": {"num_eval": 300, "grid_step": 0.1}},
+    )
+    result = evaluate(method, data, cfg, RunRecord(tmp_path), torch.device("cpu"))["tad"]
+    rows = np.random.RandomState(0).choice(len(data), size=300, replace=False)
+    codes = direct(method)(data.observations(rows)).astype(np.float64)
+    centred = codes - codes.mean(axis=0)
+    first_component = np.linalg.svd(centred, full_matrices=False)[2][0]
+    scalars = (centred @ first_component)[:, None]  # the sign does not matter to TAD
+    expected = tad_score(scalars, data.attributes[rows], 0.1)
+    assert result["values"]["tad"] == pytest.approx(expected["tad"], abs=1e-6)
+    assert result["hyperparams"]["pca_units"] == 1 and result["pca_rows"] is None
+    assert result["protocol"] == "step 0.1, 300 images, PCA on them"
+
+
+def test_a_pca_fitted_per_metric_sample_is_for_tad_only(tmp_path):
+    data, method = FactorGrid((3, 4, 5)), OneToken(ElementwiseConfig(), (1, 1, 3))
+    cfg = eval_cfg(metrics=["mig"], reduce="pca1", pca_fit="sample")
+    with pytest.raises(BenchError, match=r"only tad does; score mig with eval\.pca_fit=dataset"):
+        evaluate(method, data, cfg, RunRecord(tmp_path), torch.device("cpu"))

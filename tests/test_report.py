@@ -132,6 +132,18 @@ def test_exact_and_fast_dci_are_two_cells(tmp_path):
     assert (summary.n == 1).all() and summary.row.nunique() == 1
 
 
+def test_tad_numbers_of_two_protocols_are_two_columns(tmp_path):
+    def tad(value, step):
+        extra = {"hyperparams": {"grid_step": step}, "protocol": f"step {step}, 10000 images"}
+        return {"tad": ({"tad": value}, extra)}
+
+    make_record(tmp_path, "celeba", "m", "aaa111", 0, tad(0.5, 0.1))
+    make_record(tmp_path, "celeba", "n", "bbb222", 0, tad(0.3, 0.01))
+    summary = summarise(collect(tmp_path)).set_index("column")
+    assert summary.loc["TAD [step 0.1, 10000 images]", "row"] == "m"
+    assert summary.loc["TAD [step 0.01, 10000 images]", "row"] == "n"
+
+
 def test_seeds_rescored_with_other_hyperparameters_are_not_averaged(tmp_path):
     scored = {"mig": ({"discrete_mig": 0.2}, {"hyperparams": {"num_train": 10000}})}
     rescored = {"mig": ({"discrete_mig": 0.4}, {"hyperparams": {"num_train": 100}})}

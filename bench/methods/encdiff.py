@@ -7,8 +7,9 @@ dropout, batch 128, lr 2e-6 × 128 = 2.56e-4 (LDM's ``scale_lr`` on one GPU) wit
 linear warm-up, and the 20 raw encoder scalars scored (no PCA, no anchoring). The noise
 schedule, L1 ε-loss, U-Net sizes and VQ first stage are those of DyGA+SD.
 
-The residual block's layout is not in the brief; here it is ReLU → conv 3×3 → BN → ReLU →
-conv 1×1 → BN plus the identity, the common VQ-VAE form [inferred].
+The residual block is the official ``EncResBlock(bn=True)``: ReLU → conv 3×3 → BN → ReLU →
+conv 1×1 plus the identity, with no batch norm after the last convolution
+(openaimodel_enc.py:969-989; fidelity-dyga-sd.md §1 row 10).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ class ResidualBlock(nn.Module):
             nn.BatchNorm2d(channels),
             nn.ReLU(),
             nn.Conv2d(channels, channels, 1),
-            nn.BatchNorm2d(channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

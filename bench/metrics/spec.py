@@ -25,6 +25,9 @@ class MetricSpec:
     # its own version so that its numbers never mix with exact ones).
     fast_function: Callable[..., dict[str, float]] | None = None
     fast_version: str | None = None
+    # For a metric whose settings make numbers incomparable (TAD's grid step): a short text
+    # of those settings from the hyperparameters, recorded with the score and shown by reports.
+    protocol: Callable[[dict[str, Any]], str] | None = None
 
     def for_profile(self, profile: str) -> tuple[Callable[..., dict[str, float]], str]:
         """The function and version that score under ``profile`` ("exact" or "fast")."""

@@ -7,13 +7,17 @@ the better of "latent ≥ threshold" and "latent < threshold". An attribute coun
 AUROC is at least 0.75 and at most 0.2 of its entropy is shared with another attribute; TAD
 is the *sum* over counted attributes of the gap between the best and second-best latent.
 
-The grid step changes the numbers: NashAE uses 0.01, DisDiff 0.1. The two are not
-comparable, so the step is part of what is recorded with the score.
+The grid step changes the numbers: NashAE uses 0.01, DisDiff, EncDiff and DyGA+SD 0.1. The
+two are not comparable, so the step is part of what is recorded with the score (its
+``protocol``), and so are the number of images and where a per-unit PCA was fitted. DyGA+SD's
+evaluation encodes 10,000 images, fits one PCA(1) per latent unit on *those* tokens and scores
+the 20 scalars: ``pca_units`` does that inside the metric.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.decomposition import PCA
 
 from bench.metrics.spec import MetricSpec, check_codes
 from bench.metrics.utils import RepresentationFunction, obtain_representation
@@ -30,9 +34,12 @@ def compute_tad(
     num_eval: int = 5000,
     grid_step: float = 0.01,
     batch_size: int = 64,
+    pca_units: int = 0,
 ) -> dict[str, float]:
     """TAD on ``num_eval`` images drawn without replacement from an attribute dataset: an
-    object with ``__len__``, ``observations(indices)`` and ``attributes`` (N, A) in {0, 1}."""
+    object with ``__len__``, ``observations(indices)`` and ``attributes`` (N, A) in {0, 1}.
+    ``pca_units`` > 0: the code is that many equal-sized tokens, each reduced to one scalar by
+    a PCA(1) fitted on the codes of the scored images."""
     del artifact_dir
     if not hasattr(ground_truth_data, "attributes"):
         raise BenchError(
@@ -43,7 +50,25 @@ def compute_tad(
     indices = random_state.choice(len(ground_truth_data), size=count, replace=False)
     observations = ground_truth_data.observations(indices)
     codes = obtain_representation(observations, representation_function, batch_size)
+    if pca_units:
+        codes = pca1_per_unit(codes, pca_units)
     return tad_score(codes, ground_truth_data.attributes[indices], grid_step)
+
+
+def pca1_per_unit(codes: np.ndarray, units: int) -> np.ndarray:
+    """(n, units) first principal component scores of each unit's token, fitted on ``codes``."""
+    tokens = np.asarray(codes).reshape(len(codes), units, -1)
+    return np.stack(
+        [PCA(n_components=1).fit_transform(tokens[:, u])[:, 0] for u in range(units)], axis=1
+    ).astype(np.float32)
+
+
+def describe_protocol(hyperparams: dict) -> str:
+    """What makes two TAD numbers comparable, in a few words (a column header's qualifier)."""
+    text = f"step {hyperparams['grid_step']:g}, {hyperparams['num_eval']} images"
+    if hyperparams.get("pca_units"):
+        text += ", PCA on them"
+    return text
 
 
 def tad_score(
@@ -112,4 +137,5 @@ SPEC = MetricSpec(
     version="1",
     higher_is_better=True,
     keys=("tad", "num_attributes_captured"),
+    protocol=describe_protocol,
 )

@@ -130,10 +130,13 @@ class TokenDiffusion(Method):
 
     @torch.no_grad()
     def latents(self, images: torch.Tensor) -> torch.Tensor:
-        latents = self.first_stage.encode(images * 2 - 1).latents
-        if self.latent_scale == 0:  # LDM's scale_by_std, from the first training batch
-            self.latent_scale.fill_(1.0 / latents.float().std())
-        return latents * self.latent_scale
+        """The scaled first-stage latents, in float32 even under autocast: they are the
+        diffusion targets, so bf16 rounding here would be noise the model must learn."""
+        with torch.autocast(images.device.type, enabled=False):
+            latents = self.first_stage.encode(images.float() * 2 - 1).latents
+            if self.latent_scale == 0:  # LDM's scale_by_std, from the first training batch
+                self.latent_scale.fill_(1.0 / latents.std())
+            return latents * self.latent_scale
 
     def training_loss(
         self, images: torch.Tensor, generator: torch.Generator
@@ -145,8 +148,9 @@ class TokenDiffusion(Method):
             0, self.config.timesteps, (batch,), generator=generator, device=device
         )
         noise = torch.randn(latents.shape, generator=generator, device=device)
-        steps, noise = steps.to(latents.device), noise.to(latents.device, latents.dtype)
-        noisy = self.scheduler.add_noise(latents, noise, steps)
+        steps, noise = steps.to(latents.device), noise.to(latents.device)
+        with torch.autocast(latents.device.type, enabled=False):  # the schedule in float32
+            noisy = self.scheduler.add_noise(latents, noise, steps)
         context = self.condition(self.tokens(self.scalars(images)))
         self.skip_dropout.generator = generator
         predicted = self.unet(noisy, steps, encoder_hidden_states=context).sample

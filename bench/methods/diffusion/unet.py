@@ -4,8 +4,18 @@ diffusers' ``UNet2DConditionModel`` set up as LDM's openaimodel U-Net of DyGA+SD
 (methods.md §1.0, §7): channels (64, 128, 256, 256), two ResNet layers per block, a spatial
 transformer (self-attention, cross-attention to the tokens, feed-forward) at the first three
 resolutions (16, 8, 4 for a 16×16 latent) and in the middle block, 8 heads, scale-shift time
-conditioning. One difference from LDM: diffusers resamples with a strided convolution where
-LDM's ``resblock_updown`` uses a ResNet block.
+conditioning. Two things diffusers' U-Net does not do the LDM way are added here:
+
+- ``resblock_updown``: LDM resamples with a ResNet block (GroupNorm, SiLU, average pooling or
+  nearest upsampling of both branches, time-conditioned, dropout) where diffusers uses a
+  strided or nearest+conv convolution. diffusers' ``ResnetBlock2D(down=True | up=True)`` is
+  that block; its blocks call their resamplers without the time embedding, so a forward hook
+  on ``time_embedding`` hands it over (``TimeEmbeddingTap``).
+- ``zero_init``: LDM's ``zero_module`` on every ResBlock's last convolution, every spatial
+  transformer's output projection and the final convolution, so that at initialisation the
+  U-Net outputs 0 and ignores its residual branches and the tokens.
+
+With both, the paper configuration has LDM's 37.55M parameters.
 
 Skip Dropout (methods.md §1.3) drops whole channels (p, rescaled by 1/(1−p)) of the encoder's
 skip features of the listed spatial sizes just before the decoder concatenates them, in
@@ -18,6 +28,9 @@ from dataclasses import dataclass, field
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from torch import nn
 
 
 @dataclass
@@ -28,6 +41,8 @@ class UNetConfig:
     heads: int = 8
     dropout: float = 0.1
     norm_groups: int = 32
+    resblock_updown: bool = True  # LDM's ResBlock resampling (false: diffusers' convolutions)
+    zero_init: bool = True  # LDM's zero-initialised output layers (false: diffusers' init)
 
 
 @dataclass
@@ -41,7 +56,7 @@ def build_unet(
 ) -> UNet2DConditionModel:
     levels = len(config.channels)
     attention = [i < config.attention_levels for i in range(levels)]
-    return UNet2DConditionModel(
+    unet = UNet2DConditionModel(
         sample_size=latent_size,
         in_channels=latent_channels,
         out_channels=latent_channels,
@@ -57,6 +72,82 @@ def build_unet(
         norm_num_groups=config.norm_groups,
         resnet_time_scale_shift="scale_shift",
     )
+    if config.resblock_updown:
+        use_resblock_resampling(unet, config)
+    if config.zero_init:
+        zero_output_layers(unet)
+    return unet
+
+
+class TimeEmbeddingTap:
+    """The time embedding of the U-Net's current forward pass, kept by a forward hook on
+    ``time_embedding`` (with no class or added embeddings, it is the ``emb`` every ResNet
+    block receives)."""
+
+    def __init__(self, unet: UNet2DConditionModel) -> None:
+        if unet.class_embedding is not None or unet.time_embed_act is not None:
+            raise ValueError("TimeEmbeddingTap needs a U-Net whose emb is time_embedding's output")
+        self.embedding: torch.Tensor | None = None
+        unet.time_embedding.register_forward_hook(self._keep)
+
+    def _keep(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        self.embedding = output
+
+
+class ResBlockResample(nn.Module):
+    """LDM's resampling ResBlock in the place of a diffusers ``Downsample2D``/``Upsample2D``:
+    called as they are (hidden states, optional output size), it reads the time embedding
+    from ``tap``."""
+
+    def __init__(
+        self, channels: int, direction: str, config: UNetConfig, tap: TimeEmbeddingTap, temb: int
+    ) -> None:
+        super().__init__()
+        self.resnet = ResnetBlock2D(
+            in_channels=channels,
+            out_channels=channels,
+            temb_channels=temb,
+            groups=config.norm_groups,
+            dropout=config.dropout,
+            time_embedding_norm="scale_shift",
+            down=direction == "down",
+            up=direction == "up",
+        )
+        self.tap = tap
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.resnet(hidden_states, self.tap.embedding)
+
+
+def use_resblock_resampling(unet: UNet2DConditionModel, config: UNetConfig) -> None:
+    """Replace every down- and upsampler of ``unet`` with a ``ResBlockResample``."""
+    tap = TimeEmbeddingTap(unet)
+    temb = unet.time_embedding.linear_2.out_features
+    for blocks, attribute, direction in (
+        (unet.down_blocks, "downsamplers", "down"),
+        (unet.up_blocks, "upsamplers", "up"),
+    ):
+        for block in blocks:
+            samplers = getattr(block, attribute)
+            if samplers is not None:
+                channels = samplers[0].channels
+                resample = ResBlockResample(channels, direction, config, tap, temb)
+                setattr(block, attribute, nn.ModuleList([resample]))
+
+
+def zero_output_layers(unet: UNet2DConditionModel) -> None:
+    """LDM's ``zero_module``: weights and biases of every ResBlock's last convolution, every
+    spatial transformer's output projection and the final convolution set to 0."""
+    layers = [unet.conv_out]
+    for module in unet.modules():
+        if isinstance(module, ResnetBlock2D):
+            layers.append(module.conv2)
+        elif isinstance(module, Transformer2DModel):
+            layers.append(module.proj_out)
+    with torch.no_grad():
+        for layer in layers:
+            for parameter in layer.parameters():
+                parameter.zero_()
 
 
 class SkipDropout:
