@@ -30,7 +30,7 @@ from scipy import stats
 from bench.fileio import atomic_path, atomic_write_text
 from bench.metrics import METRICS
 from bench.registry import BenchError
-from bench.store import COMPLETE, find_runs, run_label
+from bench.store import COMPLETE, DEVIATION_MARK, find_runs, run_label
 
 # The key each metric contributes to the summary table (the one papers report).
 HEADLINE = {
@@ -55,8 +55,9 @@ SHORT = {
     "tad.tad": "TAD",
 }
 COLUMNS = [
-    "sweep", "variant", "preset", "overrides", "dataset", "method", "config_hash", "seed",
-    "metric", "key", "value", "version", "profile", "protocol", "settings", "protocol_id", "path",
+    "sweep", "variant", "preset", "overrides", "deviation", "dataset", "method", "config_hash",
+    "seed", "metric", "key", "value", "version", "profile", "protocol", "settings", "protocol_id",
+    "path",
 ]  # fmt: skip
 SIGNIFICANCE = 0.05
 LAYOUTS = ("fit", "plain", "landscape")
@@ -91,6 +92,7 @@ def collect(runs: Path) -> pd.DataFrame:
                         "variant": identity.get("variant", "default"),
                         "preset": identity.get("preset") or "",
                         "overrides": ", ".join(identity.get("distinguishing", [])),
+                        "deviation": "; ".join(identity.get("deviations", [])),
                         "dataset": dataset,
                         "method": method,
                         "config_hash": config_hash,
@@ -137,6 +139,8 @@ def with_rows(results: pd.DataFrame) -> pd.DataFrame:
             strict=True,
         )
     ]
+    deviates = data.deviation != ""
+    data.loc[deviates, "row"] = data.row[deviates] + f" {DEVIATION_MARK}"
     # What was still ambiguous (records without run.json): the config hash tells them apart.
     clash = data.groupby(["dataset", "row"]).config_hash.transform("nunique") > 1
     data.loc[clash, "row"] = data.row[clash] + " #" + data.config_hash[clash].str[:6]
@@ -285,6 +289,12 @@ LATEX_SPECIAL = {
     "^": r"\textasciicircum{}",
     "<": r"\textless{}",
     ">": r"\textgreater{}",
+    # Unicode that pdflatex's inputenc does not know: method names (β-VAE) and marks.
+    "β": r"$\beta$",
+    "λ": r"$\lambda$",
+    "×": r"$\times$",
+    "±": r"$\pm$",
+    "‡": r"$^\ddagger$",
 }
 
 
@@ -302,10 +312,15 @@ def caption(summary: pd.DataFrame, latex: bool = True) -> str:
     named = [f"{c} = {b}" for c, b in zip(keys.column, keys.base, strict=True)]
     if latex:
         named = [latex_escape(n) for n in named]
+    deviation = ""
+    if summary.row.str.endswith(DEVIATION_MARK).any():
+        mark = latex_escape(DEVIATION_MARK) if latex else DEVIATION_MARK
+        deviation = f" {mark}: deviates from the authors' released code (its run.json says how)."
     return (
         f"Mean {pm} standard deviation over seeds (number of seeds in parentheses); best of "
         f"our rows in bold; {dagger}: the best differs from the runner-up by Welch's t-test "
-        f"at {p}. Rows marked reported are published numbers. Columns: {'; '.join(named)}."
+        f"at {p}. Rows marked reported are published numbers.{deviation} "
+        f"Columns: {'; '.join(named)}."
     )
 
 

@@ -82,6 +82,8 @@ def run(
         "config_hash": run_hash,
         "distinguishing": distinguishing_overrides(cfg, baseline),
     }
+    model = build_method(cfg, data)
+    identity["deviations"] = model.deviations()
     try:
         if force and record.path.exists():
             shutil.rmtree(record.path)
@@ -98,7 +100,6 @@ def run(
         RUNNING, config_hash=run_hash, pid=os.getpid(), host=platform.node(), started=started
     )
     try:
-        model = build_method(cfg, data)
         for stage in model.stages():
             model.attach_stage(stage.name, load_or_train_stage(stage, cfg, data, out, record))
         train(model, data, cfg, record)
@@ -123,7 +124,13 @@ def run(
     finally:
         segment = time.time() - started
         atomic_write_json(record.environment_file, environment(device, segment, earlier))
-    record.set_status(COMPLETE, config_hash=run_hash, started=started, finished=time.time())
+    record.set_status(
+        COMPLETE,
+        config_hash=run_hash,
+        started=started,
+        finished=time.time(),
+        training=model.training_summary(),
+    )
     return record
 
 

@@ -26,6 +26,8 @@ from typing import Any
 from bench.fileio import atomic_write_json, atomic_write_text
 
 RUNNING, COMPLETE, FAILED, INTERRUPTED = "running", "complete", "failed", "interrupted"
+# Marks a configuration that departs from its authors' released code (run.json says how).
+DEVIATION_MARK = "‡"
 
 
 def read_json(path: Path) -> Any:
@@ -80,7 +82,8 @@ class RunRecord:
     def label(self) -> str:
         identity = self.identity()
         method = identity.get("method") or self.path.parts[-3]
-        return run_label(method, identity.get("distinguishing", ()), identity.get("variant", ""))
+        label = run_label(method, identity.get("distinguishing", ()), identity.get("variant", ""))
+        return label + (f" {DEVIATION_MARK}" if identity.get("deviations") else "")
 
     # --- status ---------------------------------------------------------------------------
 

@@ -256,18 +256,21 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
                     images=lambda rows: source.batch(rows, device),
                     num_images=len(dataset),
                     seed=cfg.seed,
+                    total_steps=train_cfg.steps,
                 )
             )
 
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
                 rate = window_images / (time.perf_counter() - window_start)
                 entry = {"step": step, "loss": value, **{k: v.item() for k, v in logs.items()}}
+                entry.update(method.log_values())
                 record.append_log({**entry, "images_per_s": round(rate, 1), "time": time.time()})
                 if tensorboard is not None:
                     for key, scalar in entry.items():
                         if key != "step":
                             tensorboard.add_scalar(f"train/{key}", scalar, step)
-                bar.set_postfix(loss=f"{value:.4g}", img_s=f"{rate:.0f}")
+                extra = {k: f"{entry[k]:.3g}" for k in ("dyga_lambda",) if k in entry}
+                bar.set_postfix(loss=f"{value:.4g}", img_s=f"{rate:.0f}", **extra)
                 window_start, window_images = time.perf_counter(), 0
             bar.update(1)
 

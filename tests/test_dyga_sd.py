@@ -270,3 +270,58 @@ def test_a_second_method_reuses_the_cached_first_stage(tmp_path):
     a, b = load_file(first.weights_file), load_file(second.weights_file)
     stage_keys = [k for k in a if k.startswith("first_stage.")]
     assert stage_keys and all(torch.equal(a[k], b[k]) for k in stage_keys)
+
+
+def test_annealed_mixing_moves_the_tokens_onto_their_anchors():
+    model = small_dyga(mixing="annealed", initial_components=4, iterations=5)
+    images = torch.rand(96, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    tokens = torch.rand(16, 20, 32, generator=torch.Generator().manual_seed(2)) + 0.01
+    normalised = model.normalise(tokens, over=(0, 2))
+    # Before the first refit the U-Net sees the normalised tokens (λ = 1).
+    torch.testing.assert_close(model.condition(tokens), normalised, rtol=0, atol=0)
+    refit(model, images)
+    model.progress_fraction.fill_(0.25)  # λ = 1 − step/steps = 0.75
+    model.eval()  # without Gumbel noise, the τ = 1e-4 assignment is the most likely component
+    expected = 0.75 * normalised + 0.25 * model.nearest_anchors(tokens)
+    conditioned = model.condition(tokens)
+    torch.testing.assert_close(conditioned, expected, rtol=0, atol=1e-5)
+    assert (conditioned - tokens).abs().max() > 0.1  # what the U-Net sees has changed
+    model.progress_fraction.fill_(1.0)  # at the end of training: the anchors themselves
+    torch.testing.assert_close(model.condition(tokens), model.nearest_anchors(tokens))
+    # In training, the assignment is a Gumbel-softmax sample drawn from the run's generator.
+    model.train()
+    draws = [model.condition(tokens, torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+    assert model.deviations() and not small_dyga().deviations()
+
+
+CI_DYGA = [
+    "train.steps=40",
+    "train.log_every=1",
+    "method.dyga.refit_every=10",
+    "eval.metrics=[mig]",
+    "eval.hyperparams.mig.num_train=300",
+    "method.picture_pairs=1",
+    "method.traversal_values=2",
+]
+
+
+def test_released_anchoring_is_inert_and_annealed_anchoring_acts(tmp_path):
+    released = run("dyga_sd", "shapes3d-procedural", "ci", CI_DYGA, out=tmp_path)
+    log = [e for e in released.read_log() if "loss" in e]
+    after_refit = [e for e in log if e["step"] > 10]
+    assert len(after_refit) == 30  # every step after the first refit is logged …
+    assert all(e["dyga_lambda"] == 0.0 for e in after_refit)  # … with λ exactly 0 (as released)
+    assert all(e["dyga_lambda_zero_fraction"] == 1.0 for e in after_refit)
+    assert all("dyga_lambda" not in e for e in log if e["step"] <= 10)  # no anchors yet
+    summary = released.status()["training"]["dyga"]
+    assert summary["steps_with_anchors"] == 30 and summary["steps_anchoring_anything"] == 0
+
+    annealed = run("dyga_sd_annealed", "shapes3d-procedural", "ci", CI_DYGA, out=tmp_path)
+    base = run("dyga_sd_base", "shapes3d-procedural", "ci", CI_DYGA, out=tmp_path)
+    summary = annealed.status()["training"]["dyga"]
+    assert summary["steps_anchoring_anything"] == 30 and summary["mixing"] == "annealed"
+    lambdas = [e["dyga_lambda"] for e in annealed.read_log() if e["step"] > 10 and "loss" in e]
+    assert lambdas == pytest.approx([1 - (step - 1) / 40 for step in range(11, 41)])
+    assert annealed.metrics()["mig"]["values"] != base.metrics()["mig"]["values"]
+    assert annealed.identity()["deviations"] and not released.identity()["deviations"]

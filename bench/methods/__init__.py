@@ -28,6 +28,11 @@ METHODS.register(
     "DyGA+SD's ablation base: its code with anchoring and Skip Dropout off",
 )
 METHODS.register(
+    "dyga_sd_annealed",
+    "bench.methods.dyga_sd:DyGASD",
+    "DyGA+SD with the annealed anchoring of the authors' earlier code (a labelled deviation)",
+)
+METHODS.register(
     "encdiff",
     "bench.methods.encdiff:EncDiff",
     "EncDiff (Yang et al. 2024) as its official code trains it; representation = raw scalars",

@@ -30,6 +30,7 @@ class TrainingProgress:
     images: Callable[[np.ndarray], torch.Tensor]  # dataset rows -> float (B, C, H, W) in [0, 1]
     num_images: int
     seed: int  # the run's seed
+    total_steps: int = 0  # train.steps: the length of the whole run
 
 
 @dataclass
@@ -90,6 +91,20 @@ class Method(nn.Module, metaclass=ABCMeta):
 
     def after_step(self, progress: TrainingProgress) -> None:
         """After every optimizer step, in training mode: periodic work such as refits."""
+
+    def log_values(self) -> dict[str, float]:
+        """Values for this logged step's line of log.jsonl, gathered since the last logged
+        step (then reset); kept in buffers, so a resumed run logs what an unbroken one does."""
+        return {}
+
+    def training_summary(self) -> dict[str, object]:
+        """What a finished run's status.json should say about its training (plain values)."""
+        return {}
+
+    def deviations(self) -> list[str]:
+        """Where these settings depart from the authors' released code, in plain words: the
+        run records them and reports mark the row."""
+        return []
 
     def pictures(self, dataset, folder: Path, device: torch.device) -> list[Path]:
         """After evaluation: write PNGs of what the model does (samples, grids); default none."""

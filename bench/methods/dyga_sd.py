@@ -22,6 +22,16 @@ numbers come from that, so it is the default (``normalization=reference``), with
 intent (x − min)/(max − min) as ``minmax``. The fitted mixtures are buffers, so they are in
 every checkpoint and in the saved model.
 
+What that released formula does (``mixing=released``, the default): the tokens end in a
+ReLU, so about half their entries are exactly 0, each adds ~1e5 to the mean relative error,
+and λ underflows to exactly 0.0: anchoring changes nothing, and ``dyga_sd`` trains exactly as
+``sd``. The run logs λ (``dyga_lambda``, ``dyga_lambda_zero_fraction``) and says how many
+steps anchored anything. ``mixing=annealed`` (registered as ``dyga_sd_annealed``) is the
+anchoring of the authors' earlier compiled code, a deviation from the released one: the U-Net
+sees λ·x̂ + (1 − λ)·(Gumbel-softmax assignment, τ = 1e-4, @ component means) in the
+normalised space, with λ = 1 − step/steps, so the tokens move onto their anchors as training
+ends.
+
 Representation: the anchored tokens, reduced per unit by PCA(1) (``eval.reduce=pca1``); or
 the raw encoder scalars (``representation=scalars``).
 """
@@ -54,6 +64,11 @@ class Normalization(str, enum.Enum):
     minmax = "minmax"  # (x − min)/(max − min)
 
 
+class Mixing(str, enum.Enum):
+    released = "released"  # the released code: λ·A + (1 − λ)·C, λ = 0.1·exp(−…): 0.0 in practice
+    annealed = "annealed"  # earlier compiled code: λ·x̂ + (1 − λ)·assignment @ means, λ = 1 − t/T
+
+
 class Representation(str, enum.Enum):
     tokens = "tokens"  # the anchored tokens; eval.reduce=pca1 makes them one scalar per unit
     scalars = "scalars"  # the encoder's raw scalars
@@ -62,8 +77,10 @@ class Representation(str, enum.Enum):
 @dataclass
 class DyGAConfig(SplitPruneSchedule):
     enabled: bool = True
+    mixing: Mixing = Mixing.released
     normalization: Normalization = Normalization.reference
-    max_mixing: float = 0.1  # λ's ceiling
+    max_mixing: float = 0.1  # λ's ceiling (released)
+    gumbel_tau: float = 1e-4  # the soft assignment's temperature (annealed)
     refit_every: int | None = None  # steps between refits; null: at each epoch end
     subsample_above: int = 100_000  # datasets larger than this are fitted on a fraction
     subsample_fraction: float = 0.1
@@ -126,6 +143,11 @@ class DyGASD(TokenDiffusion):
         self.register_buffer("anchor_covariances", torch.eye(dim).repeat(units, capacity, 1, 1))
         self.register_buffer("anchor_log_weights", torch.full((units, capacity), -math.inf))
         self.register_buffer("anchor_refits", torch.zeros((), dtype=torch.long))
+        self.register_buffer("progress_fraction", torch.zeros(()))  # step / steps (annealed λ)
+        # λ since the last log line and over the run: [sum of λ, steps, steps with λ == 0].
+        self.register_buffer("lambda_window", torch.zeros(3, dtype=torch.float64))
+        self.register_buffer("lambda_totals", torch.zeros(3, dtype=torch.float64))
+        self.told_inert = False
 
     @property
     def representation_dim(self) -> int:
@@ -143,12 +165,90 @@ class DyGASD(TokenDiffusion):
         origin = high if self.config.dyga.normalization == Normalization.reference else low
         return (tokens - origin) / (high - low + 1e-6)
 
-    def condition(self, tokens: torch.Tensor) -> torch.Tensor:
-        if not self.config.dyga.enabled or int(self.anchor_refits) == 0:
+    def condition(
+        self, tokens: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        dyga = self.config.dyga
+        if not dyga.enabled:
+            return tokens
+        if dyga.mixing == Mixing.annealed:
+            return self.annealed_condition(tokens, generator)
+        if int(self.anchor_refits) == 0:
             return tokens  # before the first refit, the authors train without anchors
         anchors = self.nearest_anchors(tokens)
         mixing = self.mixing_weight(tokens, anchors)
+        self.record_mixing(mixing)
         return mixing * anchors + (1 - mixing) * tokens
+
+    def annealed_condition(
+        self, tokens: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """λ·x̂ + (1 − λ)·(soft assignment @ means) in the normalised space, λ = 1 − step/steps.
+        The assignment is a Gumbel-softmax sample at τ = gumbel_tau in training (noise from the
+        run's generator) and its noiseless limit, the most likely component, in evaluation; at
+        such a τ it carries no gradient, so it is computed without one."""
+        normalised = self.normalise(tokens, over=(0, 2))
+        if int(self.anchor_refits) == 0:
+            return normalised
+        mixing = (1 - self.progress_fraction).clamp(0, 1)
+        self.record_mixing(mixing)
+        with torch.no_grad():
+            log_probs = joint_log_probs(normalised.detach().float().transpose(0, 1), self.anchors)
+            if self.training and generator is not None:
+                uniform = torch.rand(log_probs.shape, generator=generator, device=generator.device)
+                log_probs = log_probs - torch.log(
+                    -torch.log(uniform.to(log_probs).clamp_min(1e-20))
+                )
+            soft = torch.softmax(log_probs / self.config.dyga.gumbel_tau, dim=-1).nan_to_num(0.0)
+            targets = torch.einsum("nbk,nkd->bnd", soft, self.anchor_means).to(tokens.dtype)
+        return mixing * normalised + (1 - mixing) * targets
+
+    def record_mixing(self, mixing: torch.Tensor) -> None:
+        """Count λ of a training step: its sum, the steps, and the steps where it is 0."""
+        if self.training:
+            value = mixing.detach().double()
+            step = torch.stack([value, torch.ones_like(value), (value == 0).double()])
+            self.lambda_window += step
+            self.lambda_totals += step
+
+    def log_values(self) -> dict[str, float]:
+        total, steps, zero = self.lambda_window.tolist()
+        if not steps:
+            return {}
+        self.lambda_window.zero_()
+        if zero == steps and not self.told_inert:
+            self.told_inert = True
+            tqdm.write(
+                "DyGA: the anchoring weight λ is exactly 0 on every step, as in the authors' "
+                "released code: anchoring changes nothing (method.dyga.mixing=annealed is the "
+                "variant that acts)",
+                file=sys.stderr,
+            )
+        return {"dyga_lambda": total / steps, "dyga_lambda_zero_fraction": zero / steps}
+
+    def training_summary(self) -> dict[str, object]:
+        if not self.config.dyga.enabled:
+            return {}
+        _, steps, zero = self.lambda_totals.tolist()
+        return {
+            "dyga": {
+                "mixing": Mixing(self.config.dyga.mixing).value,
+                "refits": int(self.anchor_refits),
+                "steps_with_anchors": int(steps),
+                "steps_with_lambda_zero": int(zero),
+                "steps_anchoring_anything": int(steps - zero),
+            }
+        }
+
+    def deviations(self) -> list[str]:
+        dyga = self.config.dyga
+        if dyga.enabled and dyga.mixing == Mixing.annealed:
+            return [
+                "method.dyga.mixing=annealed: the anchoring of the authors' earlier compiled "
+                "code (λ·x̂ + (1 − λ)·assignment @ means, λ = 1 − step/steps), not their "
+                "released formula"
+            ]
+        return []
 
     @torch.no_grad()
     def nearest_anchors(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -169,6 +269,8 @@ class DyGASD(TokenDiffusion):
         dyga = self.config.dyga
         if not dyga.enabled:
             return
+        if progress.total_steps:
+            self.progress_fraction.fill_(progress.step / progress.total_steps)
         due = (
             progress.epoch_ended
             if dyga.refit_every is None

@@ -124,8 +124,10 @@ class TokenDiffusion(Method):
         """(B, N, token_dim): each unit's scalar through its own MLP."""
         return self.token_mlps(scalars)
 
-    def condition(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The tokens the U-Net attends to."""
+    def condition(
+        self, tokens: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The tokens the U-Net attends to; ``generator`` (training only) for random draws."""
         return tokens
 
     @torch.no_grad()
@@ -151,7 +153,7 @@ class TokenDiffusion(Method):
         steps, noise = steps.to(latents.device), noise.to(latents.device)
         with torch.autocast(latents.device.type, enabled=False):  # the schedule in float32
             noisy = self.scheduler.add_noise(latents, noise, steps)
-        context = self.condition(self.tokens(self.scalars(images)))
+        context = self.condition(self.tokens(self.scalars(images)), generator)
         self.skip_dropout.generator = generator
         predicted = self.unet(noisy, steps, encoder_hidden_states=context).sample
         loss = (predicted.float() - noise.float()).abs().mean()
