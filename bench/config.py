@@ -108,6 +108,22 @@ class PcaFit(str, enum.Enum):
 
 
 @dataclass
+class HistoryConfig:
+    """The cheap battery scored every ``eval.every`` training steps (metrics_history.jsonl):
+    by default FactorVAE and fast DCI on small samples, the PCA on a 10,000-image subset."""
+
+    metrics: list[str] = field(default_factory=lambda: ["factor_vae", "dci"])
+    profile: Profile = Profile.fast
+    hyperparams: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            "factor_vae": {"num_train": 300, "num_eval": 200, "num_variance_estimate": 2000},
+            "dci": {"num_train": 2000, "num_test": 1000},
+        }
+    )
+    pca_rows: int = 10_000
+
+
+@dataclass
 class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["mig"])
     random_seed: int = 0  # disentanglement_lib's evaluation.random_seed
@@ -122,6 +138,9 @@ class EvalConfig:
     # Per-metric hyperparameters over the metric's defaults (dlib's unsupervised study):
     # e.g. eval.hyperparams.dci.num_train=2000
     hyperparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Metric curves: score eval.history's battery every this many training steps; null: never.
+    every: Optional[int] = None
+    history: HistoryConfig = field(default_factory=HistoryConfig)
 
 
 @dataclass
@@ -340,6 +359,15 @@ def _check_values(cfg: DictConfig, method: str, dataset: str) -> None:
     check_metrics(
         cfg.eval.metrics, OmegaConf.to_container(cfg.eval.hyperparams), cfg.eval.profile.value
     )
+    if cfg.eval.every is not None:
+        if cfg.eval.every < 1:
+            raise BenchError("config key 'eval.every' must be at least 1 (or null: no curves)")
+        history = cfg.eval.history
+        check_metrics(
+            list(history.metrics),
+            OmegaConf.to_container(history.hyperparams),
+            history.profile.value,
+        )
 
 
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")

@@ -13,8 +13,10 @@ numpy-in/numpy-out representation function, as in disentanglement_lib.
 
 from __future__ import annotations
 
+import random
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from sklearn.decomposition import PCA
 
-from bench.config import PcaFit, Profile, Reduce
+from bench.config import Encode, PcaFit, Profile, Reduce
 from bench.datasets import GroundTruthData
 from bench.methods.base import Method
 from bench.metrics import METRICS
@@ -143,8 +145,54 @@ def evaluate(
     record: RunRecord,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Run every metric in ``eval_cfg.metrics`` not already in the record with these settings."""
+    """Run every metric in ``eval_cfg.metrics`` not already in the record with these settings,
+    writing each to metrics.json as it finishes."""
     method.eval()
+    for name, result in score_battery(method, dataset, eval_cfg, device, record.metrics()):
+        record.write_metric(name, result)
+    return record.metrics()
+
+
+def score_history(
+    method: Method,
+    dataset,
+    eval_cfg: DictConfig,
+    record: RunRecord,
+    device: torch.device,
+    step: int,
+) -> None:
+    """Score ``eval.history``'s cheap battery on the model as it is at ``step`` of training
+    (the live weights, in eval mode) into metrics_history.jsonl. Training goes on exactly as
+    without it: every global random state is put back, and the model back in training mode."""
+    history = eval_cfg.history
+    cfg = eval_cfg.copy()
+    cfg.metrics, cfg.profile, cfg.hyperparams = (
+        history.metrics,
+        history.profile,
+        history.hyperparams,
+    )
+    cfg.encode = Encode.lazy
+    cfg.pca_rows = history.pca_rows
+    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    saved_cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    method.eval()
+    try:
+        for name, result in score_battery(method, dataset, cfg, device, {}):
+            record.append_history({"step": step, "metric": name, **result})
+    finally:
+        method.train()
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
+        if saved_cuda is not None:
+            torch.cuda.set_rng_state_all(saved_cuda)
+
+
+def score_battery(
+    method: Method, dataset, eval_cfg: DictConfig, device: torch.device, done: dict[str, Any]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(metric, result with its settings) for every metric of ``eval_cfg`` in turn, skipping
+    those ``done`` holds with the same settings (scored before an interruption)."""
     table = CodeTable(dataset, method, device, eval_cfg.batch_size)
     view = (
         EncodedAttributes(dataset)
@@ -184,9 +232,9 @@ def evaluate(
                 if pca and not on_sample
                 else ""
             )
-        previous = record.metrics().get(name, {})
+        previous = done.get(name, {})
         if {k: previous.get(k) for k in settings} == settings:
-            continue  # scored before an interruption, with the same settings
+            continue
         if not prepared:
             if encode_all:
                 table.encode_all()
@@ -200,7 +248,8 @@ def evaluate(
                 view, table.lookup, np.random.RandomState(eval_cfg.random_seed), None, **hyperparams
             )
         seconds = time.perf_counter() - start
-        record.write_metric(
+        print(f"scored {name} in {seconds:.1f} s", file=sys.stderr, flush=True)
+        yield (
             name,
             {
                 **settings,
@@ -208,5 +257,3 @@ def evaluate(
                 "seconds": round(seconds, 3),
             },
         )
-        print(f"scored {name} in {seconds:.1f} s", file=sys.stderr, flush=True)
-    return record.metrics()

@@ -30,7 +30,7 @@ from scipy import stats
 from bench.fileio import atomic_path, atomic_write_text
 from bench.metrics import METRICS
 from bench.registry import BenchError
-from bench.store import COMPLETE, DEVIATION_MARK, find_runs, run_label
+from bench.store import COMPLETE, DEVIATION_MARK, RunRecord, find_runs, run_label
 
 # The key each metric contributes to the summary table (the one papers report).
 HEADLINE = {
@@ -421,6 +421,55 @@ def ablation_plots(results: pd.DataFrame, out: Path) -> list[Path]:
     return written
 
 
+def curve_plots(results: pd.DataFrame, out: Path) -> list[Path]:
+    """Per (dataset, headline metric) of the runs' metric histories (``eval.every``): the
+    metric against the training step, a line per configuration, its seeds as a ±1 std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    runs = with_rows(results).drop_duplicates("path")
+    points = [
+        {
+            "dataset": run.dataset,
+            "row": run.row,
+            "seed": run.seed,
+            "step": entry["step"],
+            "metric": entry["metric"],
+            "profile": entry.get("profile", "exact"),
+            "value": value,
+        }
+        for run in runs.itertuples()
+        for entry in RunRecord(Path(run.path)).read_history()
+        for key, value in entry["values"].items()
+        if HEADLINE.get(entry["metric"]) == key
+    ]
+    written: list[Path] = []
+    if not points:
+        return written
+    for (dataset, metric, profile), group in pd.DataFrame(points).groupby(
+        ["dataset", "metric", "profile"]
+    ):
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        sns.lineplot(data=group, x="step", y="value", hue="row", errorbar="sd", marker="o", ax=ax)
+        name = SHORT.get(f"{metric}.{HEADLINE[metric]}", metric)
+        ax.set_ylabel(name if profile == "exact" else f"{name} ({profile})")
+        ax.set_xlabel("training step")
+        ax.set_title(f"{dataset}: {name} during training")
+        ax.legend(title=None, fontsize="small")
+        fig.tight_layout()
+        stem = _slug(f"curve-{dataset}-{metric}-{profile}")
+        for suffix in ("pdf", "png"):
+            path = out / f"{stem}.{suffix}"
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=suffix, dpi=150)
+            written.append(path)
+        plt.close(fig)
+    return written
+
+
 def _numeric_sweep(variants) -> tuple[str, dict[str, float]] | None:
     """(key, variant → value) when every variant is ``key=<number>`` for one key."""
     parsed = [re.fullmatch(r"([\w.]+)=([-+0-9.eE]+)", v) for v in variants]
@@ -502,7 +551,7 @@ def write_report(
     atomic_write_text(
         written["markdown"], to_markdown(summary) + "".join(f"\n{n}\n" for n in notes)
     )
-    for i, path in enumerate(ablation_plots(results, out)):
+    for i, path in enumerate(ablation_plots(results, out) + curve_plots(results, out)):
         written[f"plot{i}"] = path
     written["figures"] = figure_page(results, out)
     written["notes"] = notes

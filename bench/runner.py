@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -42,7 +42,7 @@ from bench.config import (
     to_yaml,
 )
 from bench.datasets import GroundTruthData
-from bench.evaluate import evaluate
+from bench.evaluate import evaluate, score_history
 from bench.fileio import atomic_path, atomic_write_json, atomic_write_text
 from bench.methods import METHODS
 from bench.methods.base import Method, Stage
@@ -102,7 +102,7 @@ def run(
     try:
         for stage in model.stages():
             model.attach_stage(stage.name, load_or_train_stage(stage, cfg, data, out, record))
-        train(model, data, cfg, record)
+        train(model, data, cfg, record, metric_curves(model, data, cfg.eval, record, device))
         with atomic_path(record.weights_file) as tmp:
             save_model(model, str(tmp))
         evaluate(model, data, cfg.eval, record, device)
@@ -132,6 +132,24 @@ def run(
         training=model.training_summary(),
     )
     return record
+
+
+def metric_curves(
+    model: Method,
+    data: GroundTruthData,
+    eval_cfg: DictConfig,
+    record: RunRecord,
+    device: torch.device,
+) -> Callable[[int], None] | None:
+    """With ``eval.every=N``: what scores the history battery every N steps of training."""
+    if eval_cfg.every is None:
+        return None
+
+    def score_if_due(step: int) -> None:
+        if step % eval_cfg.every == 0:
+            score_history(model, data, eval_cfg, record, device, step)
+
+    return score_if_due
 
 
 def build_method(cfg: DictConfig, dataset: GroundTruthData) -> Method:

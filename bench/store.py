@@ -9,6 +9,7 @@ Layout of a run folder, ``<out>/<dataset>/<method>/<config-hash>/seed<k>/``::
     checkpoints/last.pt  model, optimizer, EMA, step and every RNG state
     model.safetensors  the final weights
     metrics.json       {metric name: {version, hyperparams, values}}, written metric by metric
+    metrics_history.jsonl  with eval.every=N: a cheap battery every N training steps
     run.json           how the run was asked for: method, dataset, seed, preset, and the
                        overrides that set it apart from the method's defaults (its label)
 
@@ -47,6 +48,24 @@ def run_dir(out: Path, dataset: str, method: str, config_hash: str, seed: int) -
     return Path(out) / dataset / method / config_hash / f"seed{seed}"
 
 
+def _append_line(path: Path, entry: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:  # the last line of a killed run
+            continue
+    return entries
+
+
 def find_runs(root: Path) -> list[RunRecord]:
     """Every run record under ``root`` (a records folder or any folder inside one), sorted by
     path; shared-stage artifacts are not runs."""
@@ -72,6 +91,7 @@ class RunRecord:
     checkpoint_file = property(lambda self: self.path / "checkpoints" / "last.pt")
     weights_file = property(lambda self: self.path / "model.safetensors")
     identity_file = property(lambda self: self.path / "run.json")
+    history_file = property(lambda self: self.path / "metrics_history.jsonl")
     sweep_file = property(lambda self: self.path / "sweep.json")
 
     def identity(self) -> dict[str, Any]:
@@ -100,28 +120,27 @@ class RunRecord:
     def set_status(self, state: str, **details: Any) -> None:
         atomic_write_json(self.status_file, {"state": state, **details})
 
-    # --- training log ---------------------------------------------------------------------
+    # --- training log and metric history (JSON lines, one per step) -----------------------
 
     def append_log(self, entry: dict[str, Any]) -> None:
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("a") as f:
-            f.write(json.dumps(entry) + "\n")
+        _append_line(self.log_file, entry)
 
     def read_log(self) -> list[dict[str, Any]]:
-        if not self.log_file.is_file():
-            return []
-        entries = []
-        for line in self.log_file.read_text().splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:  # the last line of a killed run
-                continue
-        return entries
+        return _read_lines(self.log_file)
+
+    def append_history(self, entry: dict[str, Any]) -> None:
+        _append_line(self.history_file, entry)
+
+    def read_history(self) -> list[dict[str, Any]]:
+        return _read_lines(self.history_file)
 
     def truncate_log(self, last_step: int) -> None:
-        """Drop entries past ``last_step``: a resumed run logs those steps again."""
-        kept = [e for e in self.read_log() if e.get("step", 0) <= last_step]
-        atomic_write_text(self.log_file, "".join(json.dumps(e) + "\n" for e in kept))
+        """Drop log and history entries past ``last_step``: a resumed run writes those steps
+        again."""
+        for path in (self.log_file, self.history_file):
+            if path.is_file():
+                kept = [e for e in _read_lines(path) if e.get("step", 0) <= last_step]
+                atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in kept))
 
     # --- metrics --------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -197,8 +197,16 @@ def stop_signals() -> Iterator[dict[str, int | None]]:
             signal.signal(s, old)
 
 
-def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: RunRecord) -> None:
-    """Train ``method`` for ``cfg.train.steps`` steps, resuming from the record's checkpoint."""
+def train(
+    method: Method,
+    dataset: GroundTruthData,
+    cfg: DictConfig,
+    record: RunRecord,
+    on_step: Callable[[int], None] | None = None,
+) -> None:
+    """Train ``method`` for ``cfg.train.steps`` steps, resuming from the record's checkpoint.
+    ``on_step(step)`` runs after every step, before its checkpoint (the runner's metric
+    curves), so that a resumed run redoes nothing and misses nothing."""
     train_cfg = cfg.train
     device = select_device(train_cfg.device)
     method.to(device).train()
@@ -273,6 +281,8 @@ def train(method: Method, dataset: GroundTruthData, cfg: DictConfig, record: Run
                 bar.set_postfix(loss=f"{value:.4g}", img_s=f"{rate:.0f}", **extra)
                 window_start, window_images = time.perf_counter(), 0
             bar.update(1)
+            if on_step is not None:
+                on_step(step)
 
             if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps:
                 save_checkpoint(record, step, method, optimizer, ema, noise)

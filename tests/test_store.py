@@ -50,3 +50,13 @@ def test_written_files_carry_the_umasks_permissions(tmp_path, mask):
         os.umask(previous)
     for path in (tmp_path / "a.txt", tmp_path / "run" / "status.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_a_resumed_run_drops_log_and_history_past_its_checkpoint(tmp_path):
+    record = RunRecord(tmp_path)
+    for step in (1, 2, 3, 4):
+        record.append_log({"step": step, "loss": 1.0})
+        record.append_history({"step": step, "metric": "mig", "values": {}})
+    record.truncate_log(2)
+    assert [e["step"] for e in record.read_log()] == [1, 2]
+    assert [e["step"] for e in record.read_history()] == [1, 2]

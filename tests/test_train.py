@@ -280,3 +280,29 @@ def test_images_resident_on_the_gpu(tmp_path):
         out=tmp_path,
     )
     assert record.is_complete()
+
+
+def test_metric_curves_leave_training_untouched_and_are_reported(tmp_path):
+    scored = [*QUICK, "train.steps=6", "eval.metrics=[mig]", "eval.hyperparams.mig.num_train=300"]
+    curves = [
+        *scored,
+        "eval.every=2",
+        "eval.history.metrics=[mig,sap_score]",
+        "eval.history.hyperparams.mig.num_train=300",
+        "eval.history.hyperparams.sap_score={num_train: 300, num_test: 100}",
+    ]
+    with_curves = run("beta_vae", "dsprites-procedural", "smoke", curves, out=tmp_path)
+    plain = run("beta_vae", "dsprites-procedural", "smoke", scored, out=tmp_path)
+    history = with_curves.read_history()
+    assert [(e["step"], e["metric"]) for e in history] == [
+        (step, metric) for step in (2, 4, 6) for metric in ("mig", "sap_score")
+    ]
+    assert history[0]["hyperparams"]["num_train"] == 300 and "discrete_mig" in history[0]["values"]
+    # Scoring during training draws nothing from the training's random streams.
+    a, b = load_file(with_curves.weights_file), load_file(plain.weights_file)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    from bench.report import write_report
+
+    write_report(tmp_path, tmp_path / "report")
+    assert (tmp_path / "report" / "curve-dsprites-procedural-mig-exact.png").is_file()
