@@ -273,7 +273,13 @@ def eval_run(
         found = find_runs(folder) if folder.is_dir() else []
         if not found:
             raise BenchError(f"{folder} holds no run record; `bench ls runs` lists them")
-        records += found
+        for record in found:
+            if record.is_complete():
+                records.append(record)
+            else:
+                typer.echo(f"skipping {record.path}: {record.state()}, not complete", err=True)
+    if not records:
+        raise BenchError("no complete run to score; finish them first (`bench run` resumes)")
     names = [n for item in metrics or [] for n in item.split(",") if n] or None
     for record in records:
         typer.echo(f"{record.path}:")

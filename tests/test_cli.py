@@ -20,19 +20,25 @@ def torch_has_cuda() -> bool:
 RUN = ["run", "--method", "beta_vae", "--dataset", "dsprites-procedural"]
 
 
-@pytest.mark.parametrize("kind", ["methods", "metrics", "datasets"])
-def test_ls_lists_without_importing_torch(kind):
+def ls_without_torch(*args: str) -> subprocess.CompletedProcess:
+    """``bench ls ARGS`` in a fresh interpreter that fails if it imported torch."""
     code = (
         "import sys\n"
         "from bench.cli import app\n"
         "try:\n"
-        f"    app(['ls', '{kind}'])\n"
+        f"    app(['ls', *{list(args)!r}])\n"
         "except SystemExit as e:\n"
         "    assert e.code in (0, None)\n"
         "assert 'torch' not in sys.modules, 'bench ls imported torch'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.parametrize("kind", ["methods", "metrics", "datasets"])
+def test_ls_lists_without_importing_torch(kind):
+    result = ls_without_torch(kind)
     expected = {"methods": "beta_vae", "metrics": "mig", "datasets": "shapes3d-procedural"}[kind]
     assert expected in [line.split()[0] for line in result.stdout.splitlines()]
 
@@ -224,18 +230,7 @@ def test_two_configurations_are_listed_rescored_and_reported_apart(tmp_path):
 
 
 def test_ls_runs_does_not_import_torch(tmp_path):
-    code = (
-        "import sys\n"
-        "from bench.cli import app\n"
-        "try:\n"
-        f"    app(['ls', 'runs', {str(tmp_path)!r}])\n"
-        "except SystemExit as e:\n"
-        "    assert e.code in (0, None)\n"
-        "assert 'torch' not in sys.modules, 'bench ls runs imported torch'\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "no run records under" in result.stdout
+    assert "no run records under" in ls_without_torch("runs", str(tmp_path)).stdout
 
 
 def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):

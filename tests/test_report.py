@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -304,3 +305,14 @@ def test_update_then_check_passes(tmp_path, seeds):
     assert passing.returncode == 0 and "no regression" in passing.stdout, passing.stdout
     # A single-seed entry still gets a tolerance (the default absolute one), never 0.
     assert compare(collect(tmp_path / "runs"), yaml.safe_load(path.read_text()))[0].tolerance > 0
+
+
+def test_published_dyga_rows_stand_beside_runs_on_the_procedural_stand_in(tmp_path):
+    # The committed published tables: DyGA+SD's own Shapes3D row goes beside shapes3d-procedural.
+    make_records(tmp_path / "runs")
+    published = Path(__file__).parents[1] / "results" / "published"
+    write_report(tmp_path / "runs", tmp_path / "out", published)
+    table = (tmp_path / "out" / "table.md").read_text()
+    row = next(line for line in table.splitlines() if "DyGA+SD (reported on shapes3d)" in line)
+    assert "0.938 ± 0.001" in row  # Table 1, Shapes3D DCI
+    assert "EncDiff (reported on shapes3d)" in table
