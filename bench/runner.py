@@ -183,9 +183,7 @@ def load_or_train_stage(
             "data": cfg.data,
             "train": {
                 **stage.train,
-                **{
-                    k: cfg.train[k] for k in ("device", "progress", "progress_every_s", "log_every")
-                },
+                **{k: cfg.train[k] for k in RUNTIME_KEYS_OF_TRAIN},
             },
             "eval": {"metrics": []},
             "seed": stage.seed,
