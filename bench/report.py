@@ -279,7 +279,8 @@ def mark_best(summary: pd.DataFrame) -> pd.DataFrame:
 def _cell(row: pd.Series, latex: bool) -> str:
     pm = r"$\pm$" if latex else "±"
     n = f" ({int(row.n)})" if row.n else ""
-    text = f"{row['mean']:.3f} {pm} {row['std']:.3f}"
+    # One seed has no spread to show; a published number without a seed count keeps its std.
+    text = f"{row['mean']:.3f}" if row.n == 1 else f"{row['mean']:.3f} {pm} {row['std']:.3f}"
     if row.significant:
         text += r"$^\dagger$" if latex else "†"
     if row.best:

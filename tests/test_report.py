@@ -131,6 +131,8 @@ def test_exact_and_fast_dci_are_two_cells(tmp_path):
     assert summary.loc["DCI disent.", "mean"] == 0.5
     assert summary.loc["DCI disent. (fast)", "mean"] == 0.7
     assert (summary.n == 1).all() and summary.row.nunique() == 1
+    table = to_markdown(mark_best(summary.reset_index()))
+    assert "| **0.500** (1) " in table and "| **0.700** (1) " in table  # one seed: no ± 0.000
 
 
 def test_tad_numbers_of_two_protocols_are_two_columns(tmp_path):
