@@ -368,6 +368,12 @@ def _check_values(cfg: DictConfig, method: str, dataset: str) -> None:
             OmegaConf.to_container(history.hyperparams),
             history.profile.value,
         )
+        others = [m for m in history.metrics if m != "tad"]
+        if cfg.eval.pca_fit == PcaFit.sample and cfg.eval.reduce == Reduce.pca1 and others:
+            raise BenchError(
+                "eval.pca_fit=sample is for tad only; give the curves tad alone "
+                f"(eval.history.metrics=[tad]) instead of {', '.join(others)}"
+            )
 
 
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")

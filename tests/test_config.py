@@ -45,6 +45,12 @@ def test_config_files_merge_before_overrides(tmp_path):
         (["train.steps=0"], "'train.steps' must be at least 1"),
         (["eval.metrics=[mgi]"], "unknown metric 'mgi' (did you mean 'mig'?)"),
         (["train"], "override 'train' must be key=value"),
+        (["eval.every=0"], "'eval.every' must be at least 1"),
+        (["eval.every=5", "eval.history.metrics=[nope]"], "unknown metric 'nope'"),
+        (
+            ["eval.every=5", "eval.reduce=pca1", "eval.pca_fit=sample"],
+            "eval.pca_fit=sample is for tad only; give the curves tad alone",
+        ),
     ],
 )
 def test_bad_overrides_give_one_line_errors(overrides, message):
