@@ -284,8 +284,8 @@ def eval_run(
     for record in records:
         typer.echo(f"{record.path}:")
         results = evaluate_run(record.path, names, gin or [], device, profile, overrides)
-        for name in names or results:
-            values = results[name]["values"]
+        for name, result in results.items():
+            values = result["values"]
             typer.echo(f"  {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
 
 

@@ -254,7 +254,8 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Re-score a finished run: its configured metrics, or ``metrics``, with hyperparameters
     from disentanglement_lib .gin files layered over the run's own, then ``eval.*``
-    overrides (``eval.hyperparams.dci.num_train=2000``) as ``bench run`` takes them."""
+    overrides (``eval.hyperparams.dci.num_train=2000``) as ``bench run`` takes them. Returns
+    the results of the metrics scored (metrics.json keeps the others too)."""
     run_device = select_device(device, "--device")
     loaded = load_run(path, device=str(run_device))
     eval_cfg = loaded.config.eval.copy()
@@ -278,7 +279,8 @@ def evaluate_run(
         OmegaConf.to_container(eval_cfg.hyperparams),
         Profile(eval_cfg.profile).value,
     )
-    return evaluate(loaded.method, loaded.dataset, eval_cfg, loaded.record, run_device)
+    results = evaluate(loaded.method, loaded.dataset, eval_cfg, loaded.record, run_device)
+    return {name: results[name] for name in eval_cfg.metrics}
 
 
 def environment(

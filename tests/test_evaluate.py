@@ -174,6 +174,9 @@ def test_bench_eval_reads_dlib_gin_files(tmp_path):
     assert both.returncode == 0, both.stderr
     scored = [line.split(":")[0] for line in both.stdout.splitlines()[1:]]
     assert scored == ["  mig", "  irs"]
+    # Only what was asked for is printed, though metrics.json keeps irs too.
+    again = bench_cli("eval", str(record), "--gin", str(gin_file))
+    assert [line.split(":")[0] for line in again.stdout.splitlines()[1:]] == ["  mig"]
     gin_file.write_text("evaluation.evaluation_fn = @mig\nmodel.name = 'x'\n")
     bad = bench_cli("eval", str(record), "--gin", str(gin_file))
     assert bad.returncode == 2 and "unknown binding 'model.name'" in bad.stderr
