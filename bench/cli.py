@@ -120,9 +120,14 @@ def sweep(
             ) from None
     if status or dry_run:
         rows, counts = status_table(plan)
-        for spec, state in rows:
-            label = f"{spec.method:<14}{spec.dataset:<22}{spec.variant:<24}seed{spec.seed:<4}"
-            typer.echo(f"{label}{state:<12}{spec.path}")
+        cells = [
+            [spec.method, spec.dataset, spec.variant, f"seed{spec.seed}", state, str(spec.path)]
+            for spec, state in rows
+        ]
+        widths = [max(len(row[i]) for row in cells) for i in range(5)] if cells else []
+        for row in cells:
+            padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+            typer.echo("  ".join([*padded[:5], row[5]]))
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         typer.echo(f"{len(rows)} runs: {summary}")
         return
