@@ -54,7 +54,7 @@ def load_results(path: Path) -> pd.DataFrame:
 
 def means(results: pd.DataFrame) -> pd.DataFrame:
     """Mean, seed std and seed count per identity, with the row label of ``bench report``."""
-    data = with_rows(results) if "row" not in results else results
+    data = with_rows(results)
     grouped = data.groupby([*IDENTITY, "row"]).value
     return grouped.agg(mean="mean", std="std", seeds="count").fillna({"std": 0.0}).reset_index()
 

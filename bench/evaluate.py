@@ -13,7 +13,6 @@ numpy-in/numpy-out representation function, as in disentanglement_lib.
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from bench.metrics import METRICS
 from bench.metrics.spec import hyperparameter_defaults
 from bench.progress import Progress, progress_messages
 from bench.registry import BenchError
+from bench.rng import global_rng_state, set_global_rng_state
 from bench.store import RunRecord
 
 # Metrics that ask for millions of images (15,000 batches of 64 or 128): with them in the
@@ -173,19 +173,14 @@ def score_history(
     )
     cfg.encode = Encode.lazy
     cfg.pca_rows = history.pca_rows
-    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    saved_cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    saved = global_rng_state()
     method.eval()
     try:
         for name, result in score_battery(method, dataset, cfg, device, {}):
             record.append_history({"step": step, "metric": name, **result})
     finally:
         method.train()
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
-        torch.set_rng_state(saved[2])
-        if saved_cuda is not None:
-            torch.cuda.set_rng_state_all(saved_cuda)
+        set_global_rng_state(saved)
 
 
 def score_battery(

@@ -122,6 +122,8 @@ def with_rows(results: pd.DataFrame) -> pd.DataFrame:
     scored; labels gain the preset, then the config hash, then the metric settings where
     that is what tells two configurations apart."""
     data = results.copy()
+    if "row" in data:  # labelled already (a report's results.csv, or a second caller)
+        return data
     if data.empty:
         return data.assign(row=[], scoring=[])
     overrides = [tuple(o.split(", ")) if o else () for o in data.overrides]
@@ -546,17 +548,17 @@ def write_report(
         raise BenchError(f"no complete runs under {runs}; run some first (bench run / sweep)")
     if layout not in LAYOUTS:
         raise BenchError(f"unknown --layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
+    results = with_rows(results)  # labelled once; every helper below reuses the labels
     summary = summarise(results, all_keys, columns)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise BenchError(f"cannot write the report to {out}: {error.strerror}") from None
     written: dict[str, Any] = {"csv": out / "results.csv", "parquet": out / "results.parquet"}
-    tidy = with_rows(results)
     with atomic_path(written["csv"]) as tmp:
-        tidy.to_csv(tmp, index=False)
+        results.to_csv(tmp, index=False)
     with atomic_path(written["parquet"]) as tmp:
-        tidy.to_parquet(tmp, index=False)
+        results.to_parquet(tmp, index=False)
     if reported is not None:
         published = on_stand_ins(read_reported(reported), set(summary.dataset))
         ours = set(zip(summary.dataset, summary.base, strict=True))

@@ -17,7 +17,6 @@ and raise ``Preempted``; a second Ctrl-C stops at once, keeping the last periodi
 from __future__ import annotations
 
 import math
-import random
 import signal
 import sys
 import time
@@ -36,6 +35,7 @@ from bench.fileio import atomic_path
 from bench.methods.base import Method, TrainingProgress
 from bench.progress import Progress
 from bench.registry import BenchError
+from bench.rng import global_rng_state, set_global_rng_state
 from bench.store import RunRecord
 
 if TYPE_CHECKING:
@@ -305,17 +305,13 @@ def save_checkpoint(
     ema: EMAModel | None,
     noise: torch.Generator,
 ) -> None:
-    numpy_state = np.random.get_state()
     checkpoint = {
         "step": step,
         "model": method.state_dict(),
         "optimizer": optimizer.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
         "rng": {
-            "python": random.getstate(),
-            "numpy": (numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            **global_rng_state(),
             "noise": noise.get_state(),
         },
     }
@@ -340,11 +336,6 @@ def load_checkpoint(
     if ema is not None:
         ema.load_state_dict(checkpoint["ema"])
     rng = checkpoint["rng"]
-    random.setstate(rng["python"])
-    kind, key, *rest = rng["numpy"]
-    np.random.set_state((kind, np.asarray(key, dtype=np.uint32), *rest))
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    set_global_rng_state(rng)
     noise.set_state(rng["noise"])
     return int(checkpoint["step"])
