@@ -41,6 +41,12 @@ def run(
         typer.Option(help="Extra YAML config files, merged before the overrides."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Rerun even if the record is complete.")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            help="When another process is training this run: wait for it (--no-wait: exit 75)."
+        ),
+    ] = True,
     print_config: Annotated[
         bool, typer.Option(help="Print the resolved config and its hash, then exit.")
     ] = False,
@@ -53,11 +59,22 @@ def run(
         typer.echo(to_yaml(cfg) + f"# config hash: {config_hash(cfg)}")
         return
 
+    from bench.claim import ClaimLost
+    from bench.runner import RunClaimed
     from bench.runner import run as run_one
+    from bench.sweep import CLAIMED
     from bench.train import NonFiniteLoss, Preempted
 
     try:
-        record = run_one(method, dataset, preset, overrides or [], seed, out, force, config or [])
+        record = run_one(
+            method, dataset, preset, overrides or [], seed, out, force, config or [], wait
+        )
+    except RunClaimed as claimed:
+        typer.echo(f"{claimed}; not started (--wait waits for it)", err=True)
+        raise typer.Exit(CLAIMED) from None
+    except ClaimLost as lost:
+        typer.echo(f"stopped: {lost}; this process wrote nothing more to the record", err=True)
+        raise typer.Exit(1) from None
     except Preempted as stop:
         typer.echo(f"{stop}; checkpoint saved. Run the same command to resume.", err=True)
         raise typer.Exit(128 + stop.signum) from None
@@ -339,7 +356,7 @@ def list_runs(folder: Path) -> None:
                 record.path.parts[-4],
                 record.path.parts[-3],
                 record.path.name[len("seed") :],
-                record.state() or "?",
+                record.describe_state(),
                 record.label() + (f" [{preset} preset]" if preset else ""),
                 str(record.path),
             )

@@ -81,6 +81,11 @@ class TrainConfig:
     device: str = "auto"  # auto: CUDA when present, else CPU
     log_every: int = 100
     checkpoint_every: int = 5000
+    keep_checkpoints: int = 2  # the newest N checkpoints stay: a damaged newest has a fallback
+    # The record's claim (bench/claim.py): rewritten every heartbeat_s; another process may
+    # take the run over when the heartbeat is older than stale_after_s.
+    heartbeat_s: float = 30.0
+    stale_after_s: float = 300.0
     progress: bool = True
     progress_every_s: float = 60.0  # where stderr is not a terminal: a progress line this often
     tensorboard: bool = False  # also log to <run>/tensorboard (pip install 'drlbench[tensorboard]')
@@ -158,6 +163,9 @@ RUNTIME_KEYS = (
     "train.device",
     "train.log_every",
     "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.heartbeat_s",
+    "train.stale_after_s",
     "train.progress",
     "train.progress_every_s",
     "train.tensorboard",
@@ -351,9 +359,15 @@ def _check_keys(node: DictConfig, layer: dict[str, Any], source: str, prefix: st
 def _check_values(cfg: DictConfig, method: str, dataset: str) -> None:
     if cfg.method.name != method or cfg.dataset.name != dataset:
         raise BenchError("method.name and dataset.name are set by --method and --dataset")
-    for key in ("train.steps", "train.batch_size", "train.log_every", "train.checkpoint_every"):
-        if OmegaConf.select(cfg, key) < 1:
-            raise BenchError(f"config key {key!r} must be at least 1")
+    at_least_one = ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints")
+    for key in at_least_one:
+        if cfg.train[key] < 1:
+            raise BenchError(f"config key 'train.{key}' must be at least 1")
+    if not 0 < 2 * cfg.train.heartbeat_s <= cfg.train.stale_after_s:
+        raise BenchError(
+            "train.stale_after_s must be at least twice train.heartbeat_s (and both positive), "
+            "or a live run could be taken for a dead one"
+        )
     for key in ("train.device", "data.device"):
         check_device_name(OmegaConf.select(cfg, key), key)
     check_metrics(

@@ -1,7 +1,9 @@
-"""Atomic file writes: a reader never sees a half-written file."""
+"""Atomic file writes (a reader never sees a half-written file) and file digests (a damaged
+file is recognised before it is trusted)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -45,3 +47,25 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """Size and SHA-256 of a file: written beside a checkpoint or a model to verify it later."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return {"size": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def damage(path: Path, expected: dict[str, Any]) -> str | None:
+    """Why ``path`` is not the file ``expected`` (a ``file_digest``) describes; None if it is."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != expected["size"]:
+        return f"{size} bytes, {expected['size']} written"
+    if file_digest(path)["sha256"] != expected["sha256"]:
+        return "checksum mismatch"
+    return None

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import platform
 import resource
@@ -15,8 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -29,6 +27,8 @@ from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
 from bench import datasets
+from bench.checkpoints import DamagedCheckpoints
+from bench.claim import Claim, ClaimLost, Holder
 from bench.config import (
     DatasetConfig,
     Profile,
@@ -43,13 +43,21 @@ from bench.config import (
 )
 from bench.datasets import GroundTruthData
 from bench.evaluate import evaluate, score_history
-from bench.fileio import atomic_path, atomic_write_json, atomic_write_text
+from bench.fileio import atomic_path, atomic_write_json, atomic_write_text, damage, file_digest
 from bench.methods import METHODS
 from bench.methods.base import Method, Stage
 from bench.metrics.gin_config import read_gin
 from bench.registry import BenchError
 from bench.store import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunRecord, read_json, run_dir
 from bench.train import NonFiniteLoss, Preempted, select_device, train
+
+
+class RunClaimed(Exception):
+    """The run is being written by another live process (``bench run --no-wait``)."""
+
+    def __init__(self, record: RunRecord, holder: Holder) -> None:
+        super().__init__(f"{record.path} is being trained by {holder.describe()}")
+        self.holder = holder
 
 
 def run(
@@ -61,18 +69,77 @@ def run(
     out: Path | str = "runs",
     force: bool = False,
     config_files: list[Path] | tuple[Path, ...] = (),
+    wait: bool = True,
 ) -> RunRecord:
-    """Train and evaluate one run, or resume it, or return it untouched if complete."""
+    """Train and evaluate one run, or resume it, or return it untouched if complete.
+
+    The run is claimed first (``bench/claim.py``): while another live process holds it, this
+    call waits for it (``wait``) or raises ``RunClaimed``, and never writes to its record."""
     cfg = resolve_config(method, dataset, preset, overrides, seed, config_files)
     device = select_device(cfg.train.device)
     if cfg.data.device is not None:
         select_device(cfg.data.device, "data.device")
     data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
-    run_hash = config_hash(cfg)
-    record = RunRecord(run_dir(Path(out), dataset, method, run_hash, cfg.seed))
-    if record.is_complete() and not force:
+    record = RunRecord(run_dir(Path(out), dataset, method, config_hash(cfg), cfg.seed))
+    if not force and _finished(record, cfg):
         tqdm.write(f"already complete: {record.path} (--force reruns it)", file=sys.stderr)
         return record
+    try:
+        record.path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BenchError(
+            f"cannot write the run record {record.path}: {error.strerror}; "
+            "give a writable folder with --out"
+        ) from None
+    claim = Claim(record.path, cfg.train.heartbeat_s, cfg.train.stale_after_s)
+    holder = claim.acquire(wait, on_wait=lambda h: _say_waiting(record.path, h))
+    if holder is not None:
+        raise RunClaimed(record, holder)
+    with claim:
+        if not force and _finished(record, cfg, quiet=True):  # the holder we waited for did it
+            tqdm.write(f"complete: {record.path} (trained by another process)", file=sys.stderr)
+            return record
+        return _run_claimed(record, cfg, preset, data, device, Path(out), force, claim)
+
+
+def _say_waiting(path: Path, holder: Holder) -> None:
+    tqdm.write(
+        f"{path} is being trained by {holder.describe()}; waiting for it (its claim lapses "
+        f"{holder.stale_after_s:.0f} s after its last heartbeat)",
+        file=sys.stderr,
+    )
+
+
+def _finished(record: RunRecord, cfg: DictConfig, quiet: bool = False) -> bool:
+    """Whether the record is complete with verified weights and every metric; a complete
+    record with a damaged file is finished again (weights from its final checkpoint, the
+    missing metrics rescored), and says so."""
+    if not record.is_complete():
+        return False
+    problem = weights_problem(record)
+    missing = [m for m in cfg.eval.metrics if m not in record.metrics()]
+    if problem is None and not missing:
+        return True
+    if not quiet:
+        what = f"model.safetensors is damaged ({problem})" if problem else ""
+        what = what or f"metrics.json lacks {', '.join(missing)} (damaged or removed)"
+        tqdm.write(f"warning: {record.path}: {what}; finishing the run again", file=sys.stderr)
+    return False
+
+
+def _run_claimed(
+    record: RunRecord,
+    cfg: DictConfig,
+    preset: str | None,
+    data: GroundTruthData,
+    device: torch.device,
+    out: Path,
+    force: bool,
+    claim: Claim,
+) -> RunRecord:
+    """``run`` once the claim is held: every write to the record happens here."""
+    method, dataset = cfg.method.name, cfg.dataset.name
+    run_hash = config_hash(cfg)
     baseline = resolve_config(method, dataset, preset, (), cfg.seed)
     identity = {
         "method": method,
@@ -84,31 +151,37 @@ def run(
     }
     model = build_method(cfg, data)
     identity["deviations"] = model.deviations()
-    try:
-        if force and record.path.exists():
-            shutil.rmtree(record.path)
-        atomic_write_text(record.config_file, to_yaml(cfg))
-    except OSError as error:
-        raise BenchError(
-            f"cannot write the run record {record.path}: {error.strerror}; "
-            "give a writable folder with --out"
-        ) from None
+    if force:  # everything but the claim goes
+        for entry in record.path.iterdir():
+            if not entry.name.startswith("claim."):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    atomic_write_text(record.config_file, to_yaml(cfg))
     atomic_write_json(record.identity_file, identity)
     earlier = read_json(record.environment_file) or {}  # an interrupted run's earlier segments
     started = time.time()
     record.set_status(
         RUNNING, config_hash=run_hash, pid=os.getpid(), host=platform.node(), started=started
     )
+    curves = metric_curves(model, data, cfg.eval, record, device)
+
+    def on_step(step: int) -> None:
+        claim.check()
+        if curves is not None:
+            curves(step)
+
     try:
         for stage in model.stages():
             model.attach_stage(stage.name, load_or_train_stage(stage, cfg, data, out, record))
-        train(model, data, cfg, record, metric_curves(model, data, cfg.eval, record, device))
-        with atomic_path(record.weights_file) as tmp:
-            save_model(model, str(tmp))
+        train(model, data, cfg, record, on_step)
+        claim.check()
+        weights = save_weights(model, record)
         evaluate(model, data, cfg.eval, record, device)
         pictures = model.pictures(data, record.path / "pictures", device)
         if pictures:
             tqdm.write(f"pictures: {', '.join(str(p) for p in pictures)}", file=sys.stderr)
+        claim.check()
+    except ClaimLost:
+        raise  # the record is another process's now: write nothing more to it
     except Preempted as stop:
         record.set_status(INTERRUPTED, step=stop.step, reason=str(stop))
         raise
@@ -122,16 +195,35 @@ def run(
         record.set_status(state, error=repr(error), traceback=traceback.format_exc())
         raise
     finally:
-        segment = time.time() - started
-        atomic_write_json(record.environment_file, environment(device, segment, earlier))
+        if not claim.lost:
+            segment = time.time() - started
+            atomic_write_json(record.environment_file, environment(device, segment, earlier))
     record.set_status(
         COMPLETE,
         config_hash=run_hash,
         started=started,
         finished=time.time(),
+        weights=weights,
         training=model.training_summary(),
     )
     return record
+
+
+def save_weights(model: Method, record: RunRecord) -> dict[str, Any]:
+    """Write the trained weights (model.safetensors); returns their size and checksum, which
+    the complete status keeps so that a damaged file is never loaded."""
+    with atomic_path(record.weights_file) as tmp:
+        save_model(model, str(tmp))
+        digest = file_digest(tmp)
+    return digest
+
+
+def weights_problem(record: RunRecord) -> str | None:
+    """Why a complete record's model.safetensors cannot be trusted; None when it verifies."""
+    expected = (record.status() or {}).get("weights")
+    if expected is None:  # written before checksums: nothing to verify it against
+        return None if record.weights_file.is_file() else "missing"
+    return damage(record.weights_file, expected)
 
 
 def metric_curves(
@@ -160,7 +252,15 @@ def build_method(cfg: DictConfig, dataset: GroundTruthData) -> Method:
 
 
 # A stage trains on the run's device and reports progress as the run does.
-RUNTIME_KEYS_OF_TRAIN = ("device", "progress", "progress_every_s", "log_every")
+RUNTIME_KEYS_OF_TRAIN = (
+    "device",
+    "progress",
+    "progress_every_s",
+    "log_every",
+    "keep_checkpoints",
+    "heartbeat_s",
+    "stale_after_s",
+)
 
 
 def load_or_train_stage(
@@ -168,7 +268,8 @@ def load_or_train_stage(
 ) -> Method:
     """The trained ``stage`` of a run: from ``<out>/artifacts/<stage method>/<dataset>/<hash>``
     when an earlier run trained it with the same settings on the same dataset, else trained
-    there now. A lock file keeps concurrent runs from training the same one twice."""
+    there now. A claim (bench/claim.py) keeps concurrent runs from training the same one
+    twice; a cached stage whose weights do not verify is trained again, never loaded."""
     stage_cfg = OmegaConf.structured(
         RunConfig(
             method=METHODS.get(stage.method).config_class(name=stage.method),
@@ -191,36 +292,47 @@ def load_or_train_stage(
     )
     stage_hash = config_hash(stage_cfg)
     stage_record = RunRecord(Path(out) / "artifacts" / stage.method / cfg.dataset.name / stage_hash)
-    with file_lock(stage_record.path / ".lock"):
+    with Claim(stage_record.path, cfg.train.heartbeat_s, cfg.train.stale_after_s) as claim:
+        claim.acquire(on_wait=lambda holder: _say_waiting(stage_record.path, holder))
         model = build_method(stage_cfg, data)
-        reused = stage_record.is_complete()
-        if reused:
+        problem = weights_problem(stage_record) if stage_record.is_complete() else "untrained"
+        if problem is None:
             load_model(model, str(stage_record.weights_file))
         else:
-            atomic_write_text(stage_record.config_file, to_yaml(stage_cfg))
-            stage_record.set_status(RUNNING, config_hash=stage_hash, pid=os.getpid())
-            train(model, data, stage_cfg, stage_record)
-            with atomic_path(stage_record.weights_file) as tmp:
-                save_model(model, str(tmp))
-            stage_record.set_status(COMPLETE, config_hash=stage_hash, finished=time.time())
-    verb = "reusing the cached" if reused else "trained the"
+            if problem != "untrained":
+                tqdm.write(
+                    f"warning: the cached {stage.name} at {stage_record.path} is damaged "
+                    f"(model.safetensors: {problem}); training it again",
+                    file=sys.stderr,
+                )
+            model = train_stage(model, stage_cfg, data, stage_record, claim)
+    verb = "reusing the cached" if problem is None else "trained the"
     tqdm.write(f"{verb} {stage.name} ({stage.method}) at {stage_record.path}", file=sys.stderr)
     record.append_log(
-        {"step": 0, "event": stage.name, "path": str(stage_record.path), "reused": reused}
+        {"step": 0, "event": stage.name, "path": str(stage_record.path), "reused": problem is None}
     )
     return model.requires_grad_(False).eval()
 
 
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def train_stage(
+    model: Method, cfg: DictConfig, data: GroundTruthData, record: RunRecord, claim: Claim
+) -> Method:
+    """Train a shared stage into its artifact record (resuming from its checkpoints; from
+    step 0 when none of them verifies), and write its verified weights."""
+    atomic_write_text(record.config_file, to_yaml(cfg))
+    record.set_status(RUNNING, config_hash=config_hash(cfg), pid=os.getpid())
+    try:
+        train(model, data, cfg, record, lambda step: claim.check())
+    except DamagedCheckpoints as error:
+        tqdm.write(f"warning: {error.args[0].split('; rerun')[0]}; training again", file=sys.stderr)
+        shutil.rmtree(error.folder)
+        record.truncate_log(0)
+        model = build_method(cfg, data)
+        train(model, data, cfg, record, lambda step: claim.check())
+    claim.check()
+    weights = save_weights(model, record)
+    record.set_status(COMPLETE, config_hash=config_hash(cfg), finished=time.time(), weights=weights)
+    return model
 
 
 @dataclass
@@ -237,6 +349,12 @@ def load_run(path: Path | str, device: str = "cpu") -> LoadedRun:
     record = RunRecord(Path(path))
     if not record.weights_file.is_file():
         raise BenchError(f"{record.path} holds no trained model (model.safetensors); run it first")
+    problem = weights_problem(record)
+    if problem is not None:
+        raise BenchError(
+            f"{record.weights_file} is damaged ({problem}); run its `bench run` command again "
+            "to write it anew from the final checkpoint"
+        )
     cfg = from_dict(yaml.safe_load(record.config_file.read_text()))
     data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
     model = build_method(cfg, data)
@@ -279,7 +397,10 @@ def evaluate_run(
         OmegaConf.to_container(eval_cfg.hyperparams),
         Profile(eval_cfg.profile).value,
     )
-    results = evaluate(loaded.method, loaded.dataset, eval_cfg, loaded.record, run_device)
+    train = loaded.config.train
+    with Claim(loaded.record.path, train.heartbeat_s, train.stale_after_s) as claim:
+        claim.acquire(on_wait=lambda holder: _say_waiting(loaded.record.path, holder))
+        results = evaluate(loaded.method, loaded.dataset, eval_cfg, loaded.record, run_device)
     return {name: results[name] for name in eval_cfg.metrics}
 
 

@@ -6,7 +6,9 @@ Layout of a run folder, ``<out>/<dataset>/<method>/<config-hash>/seed<k>/``::
     status.json        running | complete | failed | interrupted, with details
     environment.json   package versions, git hash, device, peak memory, wall time
     log.jsonl          one JSON object per logged training step
-    checkpoints/last.pt  model, optimizer, EMA, step and every RNG state
+    checkpoints/       the newest checkpoints (model, optimizer, EMA, step, every RNG state),
+                       step-<N>.pt, each with its size and checksum in step-<N>.json
+    claim.<n>.json     who is writing the record now, with a heartbeat (bench/claim.py)
     model.safetensors  the final weights
     metrics.json       {metric name: {version, hyperparams, values}}, written metric by metric
     metrics_history.jsonl  with eval.every=N: a cheap battery every N training steps
@@ -24,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.claim import current_holder
 from bench.fileio import atomic_write_json, atomic_write_text
 
 RUNNING, COMPLETE, FAILED, INTERRUPTED = "running", "complete", "failed", "interrupted"
@@ -32,7 +35,12 @@ DEVIATION_MARK = "‡"
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The JSON in ``path``; None when the file is missing or damaged (a file cut short by a
+    filesystem is treated as never written: the run redoes what it recorded)."""
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (ValueError, OSError):
+        return None
 
 
 def run_label(method: str, overrides: list[str] | tuple[str, ...] = (), variant: str = "") -> str:
@@ -88,7 +96,7 @@ class RunRecord:
     environment_file = property(lambda self: self.path / "environment.json")
     log_file = property(lambda self: self.path / "log.jsonl")
     metrics_file = property(lambda self: self.path / "metrics.json")
-    checkpoint_file = property(lambda self: self.path / "checkpoints" / "last.pt")
+    checkpoints_dir = property(lambda self: self.path / "checkpoints")
     weights_file = property(lambda self: self.path / "model.safetensors")
     identity_file = property(lambda self: self.path / "run.json")
     history_file = property(lambda self: self.path / "metrics_history.jsonl")
@@ -113,6 +121,17 @@ class RunRecord:
     def state(self) -> str | None:
         status = self.status()
         return status["state"] if status else None
+
+    def describe_state(self) -> str:
+        """The state as listings show it: a running run names who holds it, or says that its
+        holder is gone (its claim is stale: running the run again resumes it)."""
+        state = self.state() or "pending"
+        _, holder = current_holder(self.path)
+        if state != RUNNING or holder is None:
+            return state
+        if holder.is_stale():
+            return f"{state} (stopped: {holder.describe()} is gone)"
+        return f"{state} by {holder.describe()}"
 
     def is_complete(self) -> bool:
         return self.state() == COMPLETE

@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from bench.claim import active_holder
 from bench.config import config_hash, resolve_config
 from bench.fileio import atomic_write_json
 from bench.registry import BenchError
@@ -45,8 +46,10 @@ from bench.store import COMPLETE, FAILED, RunRecord, run_dir
 
 PENDING = "pending"
 EXECUTORS = ("local", "slurm")
-# `bench run` exit statuses that a retry cannot fix.
+# `bench run` exit statuses: bad input, which a retry cannot fix; and a run another process
+# is training (`bench run --no-wait`), which the sweep comes back to.
 BAD_INPUT = 2
+CLAIMED = 75  # EX_TEMPFAIL
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ class RunSpec:
         args = ["--method", self.method, "--dataset", self.dataset, "--seed", str(self.seed)]
         if self.preset:
             args += ["--preset", self.preset]
-        return [sys.executable, "-m", "bench", "run", *args, "--out", str(out), *self.overrides]
+        args += ["--out", str(out), "--no-wait"]
+        return [sys.executable, "-m", "bench", "run", *args, *self.overrides]
 
 
 @dataclass
@@ -159,8 +163,8 @@ def state_of(spec: RunSpec) -> str:
 
 
 def status_table(sweep: Sweep) -> tuple[list[tuple[RunSpec, str]], Counter]:
-    rows = [(spec, state_of(spec)) for spec in sweep.runs()]
-    return rows, Counter(state for _, state in rows)
+    rows = [(spec, RunRecord(spec.path).describe_state()) for spec in sweep.runs()]
+    return rows, Counter(state.split()[0] for _, state in rows)
 
 
 def mark_variant(spec: RunSpec, sweep: Sweep) -> None:
@@ -200,24 +204,18 @@ def run_local(sweep: Sweep, workers: int | None = None, log=print) -> list[RunSp
 
 
 def _work_through(sweep, queue, running, failed, slots, gpus, log) -> None:
-    """The local executor's loop: keep ``slots`` runs going until the queue is empty."""
-    while queue or running:
+    """The local executor's loop: keep ``slots`` runs going until the queue is empty. A run
+    another process is training (another sweep, a SLURM job) is set aside and looked at again
+    until it is complete or free."""
+    elsewhere: list[tuple[RunSpec, int]] = []
+    while queue or running or elsewhere:
         for slot in range(slots):
-            if slot not in running and queue:
+            while slot not in running and queue:
                 spec, attempt = queue.pop(0)
-                mark_variant(spec, sweep)
-                env = dict(os.environ)
-                if gpus:
-                    env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-                else:  # share the cores instead of every run using all of them
-                    threads = max(1, (os.cpu_count() or 1) // slots)
-                    env.setdefault("OMP_NUM_THREADS", str(threads))
-                log_file = spec.path / "sweep.log"
-                with open(log_file, "a") as handle:
-                    process = subprocess.Popen(
-                        spec.command(sweep.out), env=env, stdout=handle, stderr=handle
-                    )
-                running[slot] = (process, spec, attempt)
+                if _held_elsewhere(spec, log):
+                    elsewhere.append((spec, attempt))
+                    continue
+                running[slot] = (_start(spec, sweep, slot, slots, gpus), spec, attempt)
                 log(f"started {_label(spec)} (attempt {attempt + 1})")
         time.sleep(0.2)
         for slot, (process, spec, attempt) in list(running.items()):
@@ -227,12 +225,48 @@ def _work_through(sweep, queue, running, failed, slots, gpus, log) -> None:
             del running[slot]
             if code == 0:
                 log(f"complete {_label(spec)}")
+            elif code == CLAIMED:  # claimed by another process between our look and its start
+                _held_elsewhere(spec, log)
+                elsewhere.append((spec, attempt))
             elif code != BAD_INPUT and attempt < sweep.retries:
                 log(f"exit {code}: {_label(spec)}; retrying")
                 queue.append((spec, attempt + 1))
             else:
                 log(f"FAILED {_label(spec)} (exit {code}): {_error(spec)}")
                 failed.append(spec)
+        for spec, attempt in list(elsewhere):
+            if state_of(spec) == COMPLETE:
+                log(f"complete {_label(spec)} (trained by another process)")
+                elsewhere.remove((spec, attempt))
+            elif active_holder(spec.path) is None:  # its holder stopped: ours to run
+                elsewhere.remove((spec, attempt))
+                queue.append((spec, attempt))
+        if elsewhere and not queue and not running:
+            time.sleep(HELD_POLL_S)
+
+
+# How often a sweep with nothing else to do looks at runs other processes are training.
+HELD_POLL_S = 2.0
+
+
+def _held_elsewhere(spec: RunSpec, log) -> bool:
+    holder = active_holder(spec.path)
+    if holder is not None:
+        log(f"{_label(spec)} is being trained by {holder.describe()}; moving on")
+    return holder is not None
+
+
+def _start(spec: RunSpec, sweep: Sweep, slot: int, slots: int, gpus: list[str]):
+    """``bench run`` for ``spec`` in a worker process, its output in the record's sweep.log."""
+    mark_variant(spec, sweep)
+    env = dict(os.environ)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    else:  # share the cores instead of every run using all of them
+        threads = max(1, (os.cpu_count() or 1) // slots)
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    with open(spec.path / "sweep.log", "a") as handle:
+        return subprocess.Popen(spec.command(sweep.out), env=env, stdout=handle, stderr=handle)
 
 
 def _visible_gpus() -> list[str]:

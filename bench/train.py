@@ -3,11 +3,12 @@
 Per step: take the next batch of the data order, compute the method's loss (bf16 autocast
 on CUDA), step the optimizer (with optional gradient clipping and linear learning-rate
 warm-up), update the EMA, and give the method its end-of-step hook (DyGA refits its
-Gaussians there at each epoch end). Every
-``log_every`` steps a line goes to the JSONL log; every ``checkpoint_every`` steps and at
-the end a checkpoint holds everything needed to continue bit-identically: weights,
-optimizer, EMA, step, and every RNG state. The data order is a pure function of
-(seed, step), so it needs no state of its own.
+Gaussians there at each epoch end). Every ``log_every`` steps a line goes to the JSONL log;
+every ``checkpoint_every`` steps and at the end a checkpoint holds everything needed to
+continue bit-identically: weights, optimizer, EMA, step, and every RNG state. The newest
+``keep_checkpoints`` stay, each with a checksum, and a run resumes from the newest that
+verifies (bench/checkpoints.py). The data order is a pure function of (seed, step), so it
+needs no state of its own.
 
 SIGTERM and SIGUSR1 (what SLURM sends before preemption), SIGUSR2 (submitit's time-limit
 warning) and SIGINT (Ctrl-C) make the loop write a checkpoint at the end of the current step
@@ -22,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,9 +31,9 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from bench.checkpoints import load_checkpoint_file, newest_usable, save_checkpoint_file
 from bench.datasets import GroundTruthData
 from bench.datasets.torch_view import TorchImages
-from bench.fileio import atomic_path
 from bench.methods.base import Method, TrainingProgress
 from bench.progress import Progress
 from bench.registry import BenchError
@@ -221,8 +223,9 @@ def train(
     tensorboard = open_tensorboard(record) if train_cfg.tensorboard else None
 
     step = 0
-    if record.checkpoint_file.is_file():
-        step = load_checkpoint(record, method, optimizer, ema, noise)
+    checkpoint = newest_usable(record.checkpoints_dir)
+    if checkpoint is not None:
+        step = load_checkpoint(checkpoint, method, optimizer, ema, noise)
         record.truncate_log(step)
         tqdm.write(f"resuming {record.path} from step {step}", file=sys.stderr)
 
@@ -284,10 +287,11 @@ def train(
             if on_step is not None:
                 on_step(step)
 
-            if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps:
-                save_checkpoint(record, step, method, optimizer, ema, noise)
+            due = step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps
+            if due or stop["signum"] is not None:
+                keep = train_cfg.keep_checkpoints
+                save_checkpoint(record, step, method, optimizer, ema, noise, keep)
             if stop["signum"] is not None:
-                save_checkpoint(record, step, method, optimizer, ema, noise)
                 raise Preempted(step, stop["signum"])
 
     if tensorboard is not None:
@@ -304,6 +308,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     ema: EMAModel | None,
     noise: torch.Generator,
+    keep: int = 2,
 ) -> None:
     checkpoint = {
         "step": step,
@@ -315,22 +320,18 @@ def save_checkpoint(
             "noise": noise.get_state(),
         },
     }
-    with atomic_path(record.checkpoint_file) as tmp:
-        torch.save(checkpoint, tmp)
+    save_checkpoint_file(record.checkpoints_dir, step, checkpoint, keep)
 
 
 def load_checkpoint(
-    record: RunRecord,
+    path: Path,
     method: Method,
     optimizer: torch.optim.Optimizer,
     ema: EMAModel | None,
     noise: torch.Generator,
 ) -> int:
-    """Restore everything ``save_checkpoint`` wrote; returns the step to continue from.
-
-    ``weights_only=True``: a checkpoint file holds tensors and plain values, never code.
-    """
-    checkpoint = torch.load(record.checkpoint_file, map_location="cpu", weights_only=True)
+    """Restore everything ``save_checkpoint`` wrote; returns the step to continue from."""
+    checkpoint = load_checkpoint_file(path)
     method.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     if ema is not None:

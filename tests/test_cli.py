@@ -123,7 +123,9 @@ def test_run_leaves_a_complete_record_and_is_not_repeated(tmp_path):
         "log.jsonl",
         "metrics.json",
         "model.safetensors",
-        "checkpoints/last.pt",
+        "checkpoints/step-000000006.pt",
+        "checkpoints/step-000000006.json",
+        "checkpoints/step-000000003.pt",
         "run.json",
     ):
         assert (record / name).is_file(), name

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,7 +169,13 @@ def final_weights(out) -> dict[str, torch.Tensor]:
     return load_file(weights)
 
 
-def test_sigkill_then_resume_gives_bit_identical_weights(tmp_path):
+def newest_checkpoint(out) -> Path:
+    return max(out.glob("**/checkpoints/step-*.pt"))
+
+
+def test_sigkill_then_a_truncated_checkpoint_resumes_from_the_one_before_bit_identically(
+    tmp_path,
+):
     reference = start_run(tmp_path / "reference", steps=40)
     assert reference.wait(timeout=300) == 0, reference.communicate()
 
@@ -178,10 +185,16 @@ def test_sigkill_then_resume_gives_bit_identical_weights(tmp_path):
     interrupted.wait()
     (status,) = (tmp_path / "killed").glob("**/status.json")
     assert json.loads(status.read_text())["state"] == "running"  # what a crash leaves behind
+    newest = newest_checkpoint(tmp_path / "killed")
+    assert newest.name == "step-000000020.pt"  # and step 10's beside it
+    size = newest.stat().st_size
+    newest.write_bytes(newest.read_bytes()[: size // 3])  # what a filesystem may hand back
     resumed = start_run(tmp_path / "killed", steps=40)
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
-    assert "resuming" in stderr and "from step 20" in stderr
+    warning = f"damaged checkpoint skipped: step-000000020.pt ({size // 3} bytes, {size} written)"
+    assert f"warning: {warning}; resuming from step-000000010.pt" in stderr
+    assert "resuming" in stderr and "from step 10" in stderr
 
     expected, actual = final_weights(tmp_path / "reference"), final_weights(tmp_path / "killed")
     assert expected.keys() == actual.keys()
@@ -200,7 +213,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
     assert "Traceback" not in stderr and "Run the same command to resume" in stderr
     (status_file,) = tmp_path.glob("**/status.json")
     status = json.loads(status_file.read_text())
-    (checkpoint,) = tmp_path.glob("**/checkpoints/last.pt")
+    checkpoint = newest_checkpoint(tmp_path)
     assert status["state"] == "interrupted"
     assert torch.load(checkpoint, weights_only=True)["step"] == status["step"] >= 5
 
@@ -219,7 +232,7 @@ def test_ctrl_c_checkpoints_and_resumes_bit_identically(tmp_path):
     assert "checkpoint saved. Run the same command to resume" in stderr
     (status_file,) = stopped.glob("**/status.json")
     status = json.loads(status_file.read_text())
-    (checkpoint,) = stopped.glob("**/checkpoints/last.pt")
+    checkpoint = newest_checkpoint(stopped)
     assert status["state"] == "interrupted"
     step = torch.load(checkpoint, weights_only=True)["step"]
     assert (
