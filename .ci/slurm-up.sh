@@ -5,7 +5,8 @@
 BENCH_SLURM_STATE=${BENCH_SLURM_STATE:-/tmp/bench-slurm}
 mkdir -p /run/munge /var/log/munge /var/lib/munge
 chown munge:munge /run/munge /var/log/munge /var/lib/munge
-[ -S /run/munge/munge.socket.2 ] || su -s /bin/sh munge -c /usr/sbin/munged
+# A socket left by an earlier boot is not a running munged: ask munge itself.
+munge -n > /dev/null 2>&1 || su -s /bin/sh munge -c "/usr/sbin/munged --force"
 mkdir -p "$BENCH_SLURM_STATE"/spool/ctld "$BENCH_SLURM_STATE"/spool/d "$BENCH_SLURM_STATE"/log
 chown slurm "$BENCH_SLURM_STATE"/spool/ctld
 host=$(hostname -s)
