@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -175,7 +176,12 @@ class Claim:
                 return None
             # Another claimant made that generation first: look again.
 
-    def acquire(self, wait: bool = True, poll_s: float = 2.0, on_wait=None) -> Holder | None:
+    def acquire(
+        self,
+        wait: bool = True,
+        poll_s: float = 2.0,
+        on_wait: Callable[[Holder], None] | None = None,
+    ) -> Holder | None:
         """Take the claim, waiting while another live process holds it (``on_wait(holder)``
         is called once, to say so). With ``wait=False``: returns the holder instead."""
         told = False

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.metrics.dlib_reference import dlib_metric_module
 
@@ -35,12 +36,23 @@ def bench_cli(
     )
 
 
+# Under pytest-xdist (the README's `python -m pytest` runs one worker per core, up to 4):
+# the cores are shared out, in this process and in the `bench` processes tests start.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+    torch.set_num_threads(THREADS)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_data_dirs(tmp_path_factory):
-    """Tests never read or write the user's dataset and cache folders."""
+    """Tests never read or write the user's dataset and cache folders. The workers of one
+    xdist session share the render cache (written atomically), each its own data folder."""
     root = tmp_path_factory.mktemp("bench-dirs")
+    shared = tmp_path_factory.getbasetemp().parent if WORKERS > 1 else root
     saved = {k: os.environ.get(k) for k in ("BENCH_DATA", "BENCH_CACHE")}
-    os.environ["BENCH_DATA"], os.environ["BENCH_CACHE"] = str(root / "data"), str(root / "cache")
+    os.environ["BENCH_DATA"], os.environ["BENCH_CACHE"] = str(root / "data"), str(shared / "cache")
     yield root
     for key, value in saved.items():
         if value is None:

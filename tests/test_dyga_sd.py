@@ -296,9 +296,10 @@ def test_annealed_mixing_moves_the_tokens_onto_their_anchors():
 
 
 CI_DYGA = [
-    "train.steps=40",
+    "train.steps=16",
     "train.log_every=1",
-    "method.dyga.refit_every=10",
+    "method.dyga.refit_every=4",
+    "method.dyga.max_fit_images=128",
     "eval.metrics=[mig]",
     "eval.hyperparams.mig.num_train=300",
     "method.picture_pairs=1",
@@ -309,19 +310,19 @@ CI_DYGA = [
 def test_released_anchoring_is_inert_and_annealed_anchoring_acts(tmp_path):
     released = run("dyga_sd", "shapes3d-procedural", "ci", CI_DYGA, out=tmp_path)
     log = [e for e in released.read_log() if "loss" in e]
-    after_refit = [e for e in log if e["step"] > 10]
-    assert len(after_refit) == 30  # every step after the first refit is logged …
+    after_refit = [e for e in log if e["step"] > 4]
+    assert len(after_refit) == 12  # every step after the first refit is logged …
     assert all(e["dyga_lambda"] == 0.0 for e in after_refit)  # … with λ exactly 0 (as released)
     assert all(e["dyga_lambda_zero_fraction"] == 1.0 for e in after_refit)
-    assert all("dyga_lambda" not in e for e in log if e["step"] <= 10)  # no anchors yet
+    assert all("dyga_lambda" not in e for e in log if e["step"] <= 4)  # no anchors yet
     summary = released.status()["training"]["dyga"]
-    assert summary["steps_with_anchors"] == 30 and summary["steps_anchoring_anything"] == 0
+    assert summary["steps_with_anchors"] == 12 and summary["steps_anchoring_anything"] == 0
 
     annealed = run("dyga_sd_annealed", "shapes3d-procedural", "ci", CI_DYGA, out=tmp_path)
     base = run("dyga_sd_base", "shapes3d-procedural", "ci", CI_DYGA, out=tmp_path)
     summary = annealed.status()["training"]["dyga"]
-    assert summary["steps_anchoring_anything"] == 30 and summary["mixing"] == "annealed"
-    lambdas = [e["dyga_lambda"] for e in annealed.read_log() if e["step"] > 10 and "loss" in e]
-    assert lambdas == pytest.approx([1 - (step - 1) / 40 for step in range(11, 41)])
+    assert summary["steps_anchoring_anything"] == 12 and summary["mixing"] == "annealed"
+    lambdas = [e["dyga_lambda"] for e in annealed.read_log() if e["step"] > 4 and "loss" in e]
+    assert lambdas == pytest.approx([1 - (step - 1) / 16 for step in range(5, 17)])
     assert annealed.metrics()["mig"]["values"] != base.metrics()["mig"]["values"]
     assert annealed.identity()["deviations"] and not released.identity()["deviations"]

@@ -61,7 +61,7 @@ def test_slurm_sweep_completes_and_a_sigtermed_job_requeues(tmp_path):
                 "seeds": 2,
                 "preset": "smoke",
                 "overrides": [
-                    "train.steps=120",
+                    "train.steps=60",
                     "train.log_every=1",
                     "train.checkpoint_every=20",
                     "train.progress=false",
@@ -83,7 +83,7 @@ def test_slurm_sweep_completes_and_a_sigtermed_job_requeues(tmp_path):
 
     record = RunRecord(sweep.runs()[0].path)
     deadline = time.time() + 300
-    while not (record.read_log() and record.read_log()[-1].get("step", 0) >= 30):
+    while not (record.read_log() and record.read_log()[-1].get("step", 0) >= 25):
         assert time.time() < deadline, "the first SLURM job never got going"
         time.sleep(0.5)
     os.kill(record.status()["pid"], signal.SIGTERM)  # what SLURM sends before preemption
@@ -95,4 +95,4 @@ def test_slurm_sweep_completes_and_a_sigtermed_job_requeues(tmp_path):
     job_logs = "".join(p.read_text() for p in (tmp_path / "runs" / ".slurm").rglob("*.err"))
     assert "resuming" in job_logs  # the requeued job continued from its checkpoint
     steps = [e["step"] for e in record.read_log() if "loss" in e]
-    assert steps == list(range(1, 121))
+    assert steps == list(range(1, 61))

@@ -98,7 +98,7 @@ def test_failed_runs_are_retried_then_reported(tmp_path):
 
 
 def test_a_killed_workers_run_resumes_from_its_checkpoint(tmp_path):
-    overrides = [o for o in QUICK if not o.startswith("train.steps")] + ["train.steps=150"]
+    overrides = [o for o in QUICK if not o.startswith("train.steps")] + ["train.steps=80"]
     path = write_sweep(tmp_path / "s.yaml", overrides=overrides, retries=1)
     out = tmp_path / "runs"
     sweep = subprocess.Popen(
@@ -118,4 +118,4 @@ def test_a_killed_workers_run_resumes_from_its_checkpoint(tmp_path):
     assert "retrying" in stderr and record.is_complete()
     assert "resuming" in (spec.path / "sweep.log").read_text()
     steps = [e["step"] for e in record.read_log() if "loss" in e]
-    assert steps == list(range(1, 151))  # each step logged once: resumed, not restarted
+    assert steps == list(range(1, 81))  # each step logged once: resumed, not restarted
