@@ -128,13 +128,9 @@ def sweep(
 
     plan = load_sweep(file, out)
     if not (status or dry_run):
-        try:
-            plan.out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise BenchError(
-                f"cannot write run records under {plan.out}: {error.strerror}; "
-                "give a writable folder with --out"
-            ) from None
+        from bench.fileio import make_folder
+
+        make_folder(plan.out, "run records under")
     if status or dry_run:
         rows, counts = status_table(plan)
         cells = [

@@ -12,6 +12,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.registry import BenchError
+
+
+def make_folder(path: Path, what: str) -> None:
+    """Create ``path`` (and its parents), or a one-line error naming ``what`` and the fix."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BenchError(
+            f"cannot write {what} {path}: {error.strerror}; give a writable folder with --out"
+        ) from None
+
 
 def umask_mode(mode: int = 0o666) -> int:
     """``mode`` as the process umask lets a new file have it (what ``open`` would give)."""

@@ -43,7 +43,14 @@ from bench.config import (
 )
 from bench.datasets import GroundTruthData
 from bench.evaluate import evaluate, score_history
-from bench.fileio import atomic_path, atomic_write_json, atomic_write_text, damage, file_digest
+from bench.fileio import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    damage,
+    file_digest,
+    make_folder,
+)
 from bench.methods import METHODS
 from bench.methods.base import Method, Stage
 from bench.metrics.gin_config import read_gin
@@ -84,13 +91,7 @@ def run(
     if not force and _finished(record, cfg):
         tqdm.write(f"already complete: {record.path} (--force reruns it)", file=sys.stderr)
         return record
-    try:
-        record.path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise BenchError(
-            f"cannot write the run record {record.path}: {error.strerror}; "
-            "give a writable folder with --out"
-        ) from None
+    make_folder(record.path, "the run record")
     claim = Claim(record.path, cfg.train.heartbeat_s, cfg.train.stale_after_s)
     holder = claim.acquire(wait, on_wait=lambda h: _say_waiting(record.path, h))
     if holder is not None:

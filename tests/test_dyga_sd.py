@@ -319,10 +319,10 @@ def test_released_anchoring_is_inert_and_annealed_anchoring_acts(tmp_path):
     assert summary["steps_with_anchors"] == 12 and summary["steps_anchoring_anything"] == 0
 
     annealed = run("dyga_sd_annealed", "shapes3d-procedural", "ci", CI_DYGA, out=tmp_path)
-    base = run("dyga_sd_base", "shapes3d-procedural", "ci", CI_DYGA, out=tmp_path)
     summary = annealed.status()["training"]["dyga"]
     assert summary["steps_anchoring_anything"] == 12 and summary["mixing"] == "annealed"
     lambdas = [e["dyga_lambda"] for e in annealed.read_log() if e["step"] > 4 and "loss" in e]
     assert lambdas == pytest.approx([1 - (step - 1) / 16 for step in range(5, 17)])
-    assert annealed.metrics()["mig"]["values"] != base.metrics()["mig"]["values"]
+    # The two differ only in the mixing: anchoring that acts changes what is learned.
+    assert annealed.metrics()["mig"]["values"] != released.metrics()["mig"]["values"]
     assert annealed.identity()["deviations"] and not released.identity()["deviations"]

@@ -135,9 +135,10 @@ def outcome(call):
         return None, error
 
 
-# Examples per metric: the logistic-regression probe fits 10 Cs × 5 folds per factor and size,
-# for dlib and for us, so a few examples cover it (it is sklearn's estimator on both sides).
-EXAMPLES = {"downstream_lr": 4}
+# Examples per metric (default 12): the downstream probes fit one classifier per factor and
+# training size (the logistic one: 10 Cs × 5 folds each), for dlib and for us, so fewer
+# examples cover them; the logistic probe is sklearn's estimator on both sides.
+EXAMPLES = {"downstream_lr": 2, "downstream_gbt": 6}
 CODE_SHAPES = {
     "sizes": st.lists(st.integers(2, 6), min_size=2, max_size=4),
     "kinds": st.lists(st.sampled_from(CODE_KINDS), min_size=2, max_size=5),
