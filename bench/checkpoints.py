@@ -36,7 +36,7 @@ class DamagedCheckpoints(BenchError):
             f"no usable checkpoint in {folder}: {'; '.join(problems)}; rerun with --force to "
             "train from step 0 (or restore a checkpoint there)"
         )
-        self.folder = folder
+        self.folder, self.problems = folder, problems
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:

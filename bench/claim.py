@@ -67,14 +67,14 @@ class Holder:
         job = f" (SLURM job {self.slurm_job})" if self.slurm_job else ""
         return f"{self.host}:{self.pid}{job} since {since}"
 
-    def is_stale(self, now: float | None = None) -> bool:
+    def is_stale(self) -> bool:
         if self.state == RELEASED:
             return True
         if self.host == platform.node() and not _process_alive(self.pid):
             return True
         if self.slurm_job is not None and self.slurm_job == slurm_job_id():
             return True  # this job, requeued: the process that held it is gone
-        return (now or time.time()) - self.heartbeat > self.stale_after_s
+        return time.time() - self.heartbeat > self.stale_after_s
 
 
 def slurm_job_id() -> str | None:
@@ -207,7 +207,7 @@ class Claim:
             self._thread = None
         if self.holder is not None and self._still_mine():
             self.holder.state = RELEASED
-            atomic_write_json(self._path(self.generation), asdict(self.holder))
+            self._rewrite()
         self.holder = None
 
     def __enter__(self) -> Claim:
@@ -271,4 +271,8 @@ class Claim:
                 self.lost = True
                 return
             self.holder.heartbeat = time.time()
-            atomic_write_json(self._path(self.generation), asdict(self.holder))
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Replace our claim file with ``self.holder`` (atomically: readers see old or new)."""
+        atomic_write_json(self._path(self.generation), asdict(self.holder))

@@ -325,7 +325,11 @@ def train_stage(
     try:
         train(model, data, cfg, record, lambda step: claim.check())
     except DamagedCheckpoints as error:
-        tqdm.write(f"warning: {error.args[0].split('; rerun')[0]}; training again", file=sys.stderr)
+        problems = "; ".join(error.problems)
+        tqdm.write(
+            f"warning: no usable checkpoint in {error.folder}: {problems}; training again",
+            file=sys.stderr,
+        )
         shutil.rmtree(error.folder)
         record.truncate_log(0)
         model = build_method(cfg, data)

@@ -30,6 +30,7 @@ from bench.claim import current_holder
 from bench.fileio import atomic_write_json, atomic_write_text
 
 RUNNING, COMPLETE, FAILED, INTERRUPTED = "running", "complete", "failed", "interrupted"
+PENDING = "pending"  # no status yet: never started
 # Marks a configuration that departs from its authors' released code (run.json says how).
 DEVIATION_MARK = "‡"
 
@@ -125,7 +126,7 @@ class RunRecord:
     def describe_state(self) -> str:
         """The state as listings show it: a running run names who holds it, or says that its
         holder is gone (its claim is stale: running the run again resumes it)."""
-        state = self.state() or "pending"
+        state = self.state() or PENDING
         _, holder = current_holder(self.path)
         if state != RUNNING or holder is None:
             return state

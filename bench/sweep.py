@@ -42,9 +42,8 @@ from bench.claim import active_holder
 from bench.config import config_hash, resolve_config
 from bench.fileio import atomic_write_json
 from bench.registry import BenchError
-from bench.store import COMPLETE, FAILED, RunRecord, run_dir
+from bench.store import COMPLETE, FAILED, PENDING, RunRecord, run_dir
 
-PENDING = "pending"
 EXECUTORS = ("local", "slurm")
 # `bench run` exit statuses: bad input, which a retry cannot fix; and a run another process
 # is training (`bench run --no-wait`), which the sweep comes back to.
@@ -163,8 +162,10 @@ def state_of(spec: RunSpec) -> str:
 
 
 def status_table(sweep: Sweep) -> tuple[list[tuple[RunSpec, str]], Counter]:
-    rows = [(spec, RunRecord(spec.path).describe_state()) for spec in sweep.runs()]
-    return rows, Counter(state.split()[0] for _, state in rows)
+    """Each run with its state as ``--status`` shows it, and the count of each bare state."""
+    specs = sweep.runs()
+    rows = [(spec, RunRecord(spec.path).describe_state()) for spec in specs]
+    return rows, Counter(state_of(spec) for spec in specs)
 
 
 def mark_variant(spec: RunSpec, sweep: Sweep) -> None:
