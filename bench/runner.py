@@ -269,8 +269,10 @@ def load_or_train_stage(
 ) -> Method:
     """The trained ``stage`` of a run: from ``<out>/artifacts/<stage method>/<dataset>/<hash>``
     when an earlier run trained it with the same settings on the same dataset, else trained
-    there now. A claim (bench/claim.py) keeps concurrent runs from training the same one
-    twice; a cached stage whose weights do not verify is trained again, never loaded."""
+    there now. A stage may itself declare stages (the LDM stage builds on the VQ first stage):
+    they are resolved first, the same way, so a chain is trained once and reused whole. A
+    claim (bench/claim.py) keeps concurrent runs from training the same one twice; a cached
+    stage whose weights do not verify is trained again, never loaded."""
     stage_cfg = OmegaConf.structured(
         RunConfig(
             method=METHODS.get(stage.method).config_class(name=stage.method),
@@ -293,9 +295,11 @@ def load_or_train_stage(
     )
     stage_hash = config_hash(stage_cfg)
     stage_record = RunRecord(Path(out) / "artifacts" / stage.method / cfg.dataset.name / stage_hash)
+    model = build_method(stage_cfg, data)
+    for below in model.stages():  # a stage built on stages: the chain resolves first
+        model.attach_stage(below.name, load_or_train_stage(below, cfg, data, out, record))
     with Claim(stage_record.path, cfg.train.heartbeat_s, cfg.train.stale_after_s) as claim:
         claim.acquire(on_wait=lambda holder: _say_waiting(stage_record.path, holder))
-        model = build_method(stage_cfg, data)
         problem = weights_problem(stage_record) if stage_record.is_complete() else "untrained"
         if problem is None:
             load_model(model, str(stage_record.weights_file))
@@ -331,8 +335,7 @@ def train_stage(
             file=sys.stderr,
         )
         shutil.rmtree(error.folder)
-        record.truncate_log(0)
-        model = build_method(cfg, data)
+        record.truncate_log(0)  # the model is untouched: train() found no checkpoint first
         train(model, data, cfg, record, lambda step: claim.check())
     claim.check()
     weights = save_weights(model, record)

@@ -228,6 +228,8 @@ def train(
         step = load_checkpoint(checkpoint, method, optimizer, ema, noise)
         record.truncate_log(step)
         tqdm.write(f"resuming {record.path} from step {step}", file=sys.stderr)
+    else:  # draws from torch's global generator (dropout) start from the seed, whether or
+        torch.manual_seed(cfg.seed)  # not this process trained the run's stages first
 
     last_finite, window_start, window_images = None, time.perf_counter(), 0
     bar = Progress(

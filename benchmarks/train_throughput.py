@@ -1,15 +1,22 @@
-"""Training throughput of DyGA+SD's paper configuration, and the cost of one DyGA refit.
+"""Training throughput of a method's paper configuration (DyGA+SD by default, or DisDiff),
+and for DyGA+SD the cost of one DyGA refit.
 
-    python benchmarks/train_throughput.py [--batch-size 512] [--steps 3] [--devices cpu,cuda]
+    python benchmarks/train_throughput.py [--method dyga_sd|disdiff] [--batch-size N]
+        [--steps 3] [--devices cpu,cuda]
 
 For each device (CPU, and CUDA when present), bf16 autocast off/on and ``torch.compile``
-off/on, times full training steps of the ``paper`` settings (AdamW, EMA, anchoring active,
-Skip Dropout) on shapes3d-procedural batches: images/s, seconds per step, peak memory (CUDA:
-max allocated; CPU: the process's peak RSS so far). Then times one DyGA refit — the batched
-EM with splits and prune — on 48,000 tokens per unit (Shapes3D's 10% subset) for the 20
-units. The tokens are drawn from a random 8-component mixture per unit and normalised as the
-authors do; the cost depends on their number and size, not on where they come from. Prints
-a table and writes ``benchmarks/results/train_throughput-<device name>.json``.
+off/on, times full training steps of the method's ``paper`` settings (its optimizer and EMA;
+DyGA+SD with anchoring active and Skip Dropout; DisDiff with its six decoder passes and the
+disentangling loss) on shapes3d-procedural batches, at the method's paper batch size unless
+``--batch-size`` says otherwise: images/s, seconds per step, peak memory (CUDA: max
+allocated; CPU: the process's peak RSS so far). DisDiff's frozen stages are untrained here:
+a step costs the same whatever their weights.
+
+For DyGA+SD it then times one DyGA refit — the batched EM with splits and prune — on 48,000
+tokens per unit (Shapes3D's 10% subset) for the 20 units. The tokens are drawn from a random
+8-component mixture per unit and normalised as the authors do; the cost depends on their
+number and size, not on where they come from. Prints a table and writes
+``benchmarks/results/train_throughput-<method>-<device name>.json``.
 """
 
 from __future__ import annotations
@@ -23,22 +30,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 import bench.datasets
 from bench.config import resolve_config
 from bench.fileio import atomic_write_json
+from bench.methods.base import Method
 from bench.methods.diffusion.gmm import fit_split_prune
-from bench.methods.dyga_sd import DyGASD
+from bench.runner import build_method
 from bench.train import build_ema, build_optimizer, ema_parameters
 
 REFIT_TOKENS = 48_000
 
 
-def paper_model(device: torch.device) -> tuple[DyGASD, object]:
-    cfg = resolve_config("dyga_sd", "shapes3d-procedural", "paper")
-    torch.manual_seed(0)
-    model = DyGASD(OmegaConf.to_object(cfg.method), (64, 64, 3)).to(device)
+def paper_model(method: str, device: torch.device) -> tuple[Method, object]:
+    cfg = resolve_config(method, "shapes3d-procedural", "paper")
+    model = build_method(cfg, bench.datasets.load("shapes3d-procedural")).to(device)
     return model, cfg
 
 
@@ -65,19 +71,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_training(device, amp: bool, compiled: bool, batch_size: int, steps: int) -> dict:
-    model, cfg = paper_model(device)
+def time_training(
+    method: str, device, amp: bool, compiled: bool, batch_size: int, steps: int
+) -> dict:
+    model, cfg = paper_model(method, device)
     model.train()
-    # Anchors in place, as after the first epoch: the forward pass does the hard assignment.
-    units = synthetic_tokens(model.config.num_units, 2048, model.config.token_dim, device)
-    mixtures = fit_split_prune(units, model.config.dyga, torch.Generator().manual_seed(0))
-    model.anchor_means.copy_(mixtures.means)
-    model.anchor_covariances.copy_(mixtures.covariances)
-    model.anchor_log_weights.copy_(mixtures.log_weights)
-    model.anchor_refits += 1
+    if hasattr(model, "anchoring"):
+        # Anchors in place, as after the first epoch: the forward pass does the hard assignment.
+        anchoring = model.anchoring
+        units = synthetic_tokens(model.config.num_units, 2048, model.config.token_dim, device)
+        mixtures = fit_split_prune(units, model.config.dyga, torch.Generator().manual_seed(0))
+        anchoring.anchor_means.copy_(mixtures.means)
+        anchoring.anchor_covariances.copy_(mixtures.covariances)
+        anchoring.anchor_log_weights.copy_(mixtures.log_weights)
+        anchoring.anchor_refits += 1
     if compiled:  # static shapes: every step has the same batch
-        model.unet.compile(dynamic=False)
-        model.encoder.compile(dynamic=False)
+        for child in model.children():
+            child.compile(dynamic=False)
     optimizer = build_optimizer(model, cfg.train)
     averaged = ema_parameters(model, list(cfg.train.ema_modules))
     ema = build_ema(cfg.train.ema_decay, averaged)
@@ -124,7 +134,7 @@ def time_training(device, amp: bool, compiled: bool, batch_size: int, steps: int
 
 
 def time_refit(device: torch.device) -> dict:
-    model, _ = paper_model(torch.device("cpu"))
+    model, _ = paper_model("dyga_sd", torch.device("cpu"))
     units = synthetic_tokens(model.config.num_units, REFIT_TOKENS, model.config.token_dim, device)
     sync(device)
     start = time.perf_counter()
@@ -149,7 +159,8 @@ def device_name(device: torch.device) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--method", default="dyga_sd", choices=["dyga_sd", "disdiff"])
+    parser.add_argument("--batch-size", type=int, help="default: the method's paper batch")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--devices", default="cpu,cuda")
     parser.add_argument("--compile", default="off,on", help="off, on, or off,on")
@@ -157,24 +168,27 @@ def main() -> None:
     args = parser.parse_args()
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
     flags = {"off": False, "on": True}
+    method = args.method
+    paper = resolve_config(method, "shapes3d-procedural", "paper")
+    batch_size = args.batch_size or paper.train.batch_size
     for name in devices:
         device = torch.device(name)
         slug = re.sub(r"[^A-Za-z0-9]+", "-", device_name(device)).strip("-").lower()
-        out = Path(__file__).parent / "results" / f"train_throughput-{slug}.json"
+        out = Path(__file__).parent / "results" / f"train_throughput-{method}-{slug}.json"
         report = {
             "device": device_name(device),
             "host": platform.node(),
             "torch": torch.__version__,
-            "config": "dyga_sd paper",
+            "config": f"{method} paper",
             "training": [],
             "refit": None,
         }
-        print(f"{device_name(device)}, batch {args.batch_size}")
+        print(f"{method}, {device_name(device)}, batch {batch_size}")
         print(f"{'bf16':>5}{'compile':>8}{'step s':>9}{'img/s':>9}{'first s':>9}{'peak MiB':>10}")
         for amp in (flags[v] for v in args.bf16.split(",")):
             for compiled in (flags[v] for v in args.compile.split(",")):
                 try:
-                    row = time_training(device, amp, compiled, args.batch_size, args.steps)
+                    row = time_training(method, device, amp, compiled, batch_size, args.steps)
                 except Exception as error:  # e.g. an inductor failure: say so, measure the rest
                     message = str(error).strip().splitlines()[0][:160]
                     report["training"].append({"bf16": amp, "compile": compiled, "error": message})
@@ -188,9 +202,11 @@ def main() -> None:
                     f"{row['first_step_s']:>9.1f}{row['peak_memory_mib']:>10.0f}",
                     flush=True,
                 )
-        report["refit"] = refit = time_refit(device)
-        atomic_write_json(out, report)
-        print(f"DyGA refit, {refit['units']} units × {REFIT_TOKENS} tokens: {refit['refit_s']} s")
+        if method == "dyga_sd":
+            report["refit"] = refit = time_refit(device)
+            atomic_write_json(out, report)
+            units, seconds = refit["units"], refit["refit_s"]
+            print(f"DyGA refit, {units} units × {REFIT_TOKENS} tokens: {seconds} s")
         print(f"wrote {out}")
 
 

@@ -166,25 +166,25 @@ def test_mixing_weight_stays_in_its_range(normalization):
     model = small_dyga(normalization=normalization, initial_components=4, iterations=5)
     images = torch.rand(96, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     refit(model, images)
-    assert int(model.anchor_refits) == 1
+    assert int(model.anchoring.anchor_refits) == 1
     g = torch.Generator().manual_seed(2)
     for scale in (0.01, 1.0, 100.0):
         tokens = torch.rand(16, 20, 32, generator=g) * scale + 0.01
-        mixing = model.mixing_weight(tokens, model.nearest_anchors(tokens))
+        mixing = model.anchoring.mixing_weight(tokens, model.anchoring.nearest_anchors(tokens))
         assert 0 < mixing.item() <= 0.1
     tokens = torch.rand(16, 20, 32, generator=g) + 0.01
-    anchors = model.nearest_anchors(tokens)
-    mixing = model.mixing_weight(tokens, anchors)
+    anchors = model.anchoring.nearest_anchors(tokens)
+    mixing = model.anchoring.mixing_weight(tokens, anchors)
     torch.testing.assert_close(model.condition(tokens), mixing * anchors + (1 - mixing) * tokens)
-    assert model.mixing_weight(anchors.abs() + 0.5, anchors.abs() + 0.5).item() == pytest.approx(
-        0.1
-    )
+    assert model.anchoring.mixing_weight(
+        anchors.abs() + 0.5, anchors.abs() + 0.5
+    ).item() == pytest.approx(0.1)
 
 
 def test_normalisations_follow_their_formulas():
     tokens = torch.tensor([[[0.0, 2.0]], [[4.0, 1.0]]])  # (B=2, N=1, D=2): max 4, min 0
-    reference = small_dyga(normalization="reference").normalise(tokens, over=(0, 2))
-    minmax = small_dyga(normalization="minmax").normalise(tokens, over=(0, 2))
+    reference = small_dyga(normalization="reference").anchoring.normalise(tokens, over=(0, 2))
+    minmax = small_dyga(normalization="minmax").anchoring.normalise(tokens, over=(0, 2))
     torch.testing.assert_close(reference, (tokens - 4) / (4 + 1e-6))
     torch.testing.assert_close(minmax, tokens / (4 + 1e-6))
 
@@ -194,7 +194,7 @@ def test_no_anchoring_before_the_first_refit_or_when_disabled():
     assert torch.equal(small_dyga().condition(tokens), tokens)
     model = small_dyga(enabled=False)
     refit(model, torch.rand(8, 3, 64, 64))
-    assert int(model.anchor_refits) == 0 and torch.equal(model.condition(tokens), tokens)
+    assert int(model.anchoring.anchor_refits) == 0 and torch.equal(model.condition(tokens), tokens)
 
 
 def skip_tensors(unet) -> tuple[list, list]:
@@ -276,18 +276,18 @@ def test_annealed_mixing_moves_the_tokens_onto_their_anchors():
     model = small_dyga(mixing="annealed", initial_components=4, iterations=5)
     images = torch.rand(96, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     tokens = torch.rand(16, 20, 32, generator=torch.Generator().manual_seed(2)) + 0.01
-    normalised = model.normalise(tokens, over=(0, 2))
+    normalised = model.anchoring.normalise(tokens, over=(0, 2))
     # Before the first refit the U-Net sees the normalised tokens (λ = 1).
     torch.testing.assert_close(model.condition(tokens), normalised, rtol=0, atol=0)
     refit(model, images)
-    model.progress_fraction.fill_(0.25)  # λ = 1 − step/steps = 0.75
+    model.anchoring.progress_fraction.fill_(0.25)  # λ = 1 − step/steps = 0.75
     model.eval()  # without Gumbel noise, the τ = 1e-4 assignment is the most likely component
-    expected = 0.75 * normalised + 0.25 * model.nearest_anchors(tokens)
+    expected = 0.75 * normalised + 0.25 * model.anchoring.nearest_anchors(tokens)
     conditioned = model.condition(tokens)
     torch.testing.assert_close(conditioned, expected, rtol=0, atol=1e-5)
     assert (conditioned - tokens).abs().max() > 0.1  # what the U-Net sees has changed
-    model.progress_fraction.fill_(1.0)  # at the end of training: the anchors themselves
-    torch.testing.assert_close(model.condition(tokens), model.nearest_anchors(tokens))
+    model.anchoring.progress_fraction.fill_(1.0)  # at the end of training: the anchors themselves
+    torch.testing.assert_close(model.condition(tokens), model.anchoring.nearest_anchors(tokens))
     # In training, the assignment is a Gumbel-softmax sample drawn from the run's generator.
     model.train()
     draws = [model.condition(tokens, torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
@@ -326,3 +326,16 @@ def test_released_anchoring_is_inert_and_annealed_anchoring_acts(tmp_path):
     # The two differ only in the mixing: anchoring that acts changes what is learned.
     assert annealed.metrics()["mig"]["values"] != released.metrics()["mig"]["values"]
     assert annealed.identity()["deviations"] and not released.identity()["deviations"]
+
+
+def test_weights_saved_before_the_anchoring_component_still_load():
+    model = small_dyga(initial_components=4, iterations=5)
+    refit(model, torch.rand(96, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
+    state = {
+        key.removeprefix("anchoring."): value for key, value in model.state_dict().items()
+    }  # the buffers at the top, as the earlier DyGASD kept them
+    assert "anchor_means" in state
+    again = small_dyga(initial_components=4, iterations=5)
+    again.load_state_dict(state)
+    assert int(again.anchoring.anchor_refits) == 1
+    torch.testing.assert_close(again.anchoring.anchor_means, model.anchoring.anchor_means)

@@ -12,9 +12,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from bench.config import resolve_config
+from bench.methods.diffusion.encoder4 import ResidualBlock
 from bench.methods.diffusion.unet import ResBlockResample, UNetConfig, build_unet
 from bench.methods.dyga_sd import DyGASD
-from bench.methods.encdiff import ResidualBlock
 from bench.registry import BenchError
 from bench.runner import run
 from tests.test_dyga_sd import TINY

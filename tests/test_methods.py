@@ -20,13 +20,21 @@ CONFORMANCE = [*FAST, "eval.metrics=[]"]
 
 
 def conformance_overrides(name: str) -> list[str]:
-    """FAST, plus what keeps a method's own extra work (first stage, refits, pictures) small."""
+    """FAST, plus what keeps a method's own extra work (stages, refits, pictures) small."""
     fields = {f.name for f in dataclasses.fields(METHODS.get(name).config_class)}
     extra = []
     if "first_stage" in fields:
         extra += ["method.first_stage.steps=3", "method.first_stage.batch_size=4"]
-        extra += ["train.batch_size=4", "method.sample_steps=2", "method.picture_pairs=1"]
-        extra += ["method.traversal_values=2"]
+    if "ldm" in fields:  # the LDM stage and the first stage below it
+        extra += [
+            "method.ldm.model.first_stage.steps=3",
+            "method.ldm.model.first_stage.batch_size=4",
+        ]
+        extra += ["method.ldm.steps=3", "method.ldm.batch_size=4"]
+    if fields & {"first_stage", "ldm"}:
+        extra += ["train.batch_size=4", "method.sample_steps=2"]
+    pictures = {"picture_pairs": 1, "traversal_values": 2, "picture_samples": 2}
+    extra += [f"method.{key}={value}" for key, value in pictures.items() if key in fields]
     if "dyga" in fields:  # a refit at step 3, so that the anchors enter the numbers
         extra += ["method.dyga.refit_every=3", "method.dyga.max_fit_images=64"]
     return [*CONFORMANCE, *extra]

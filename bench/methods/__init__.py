@@ -14,6 +14,11 @@ METHODS.register(
     "VQ autoencoder: the shared first stage of the latent-diffusion methods",
 )
 METHODS.register(
+    "ldm",
+    "bench.methods.diffusion.ldm:LatentDiffusion",
+    "unconditional latent diffusion model: the shared stage DisDiff freezes and builds on",
+)
+METHODS.register(
     "dyga_sd",
     "bench.methods.dyga_sd:DyGASD",
     "DyGA+SD (Jun et al. 2025): token-conditioned LDM, Dynamic Gaussian Anchoring, Skip Dropout",
@@ -36,6 +41,11 @@ METHODS.register(
     "encdiff",
     "bench.methods.encdiff:EncDiff",
     "EncDiff (Yang et al. 2024) as its official code trains it; representation = raw scalars",
+)
+METHODS.register(
+    "disdiff",
+    "bench.methods.disdiff:DisDiff",
+    "DisDiff (Yang et al. 2023): gradient-field decoder per latent unit on a frozen LDM",
 )
 
 __all__ = ["METHODS"]

@@ -6,10 +6,6 @@ token MLPs 1 → 64 → 128 → 16 with ELUs and no final activation, 16-d token
 dropout, batch 128, lr 2e-6 × 128 = 2.56e-4 (LDM's ``scale_lr`` on one GPU) with a 10k-step
 linear warm-up, and the 20 raw encoder scalars scored (no PCA, no anchoring). The noise
 schedule, L1 ε-loss, U-Net sizes and VQ first stage are those of DyGA+SD.
-
-The residual block is the official ``EncResBlock(bn=True)``: ReLU → conv 3×3 → BN → ReLU →
-conv 1×1 plus the identity, with no batch norm after the last convolution
-(openaimodel_enc.py:969-989; fidelity-dyga-sd.md §1 row 10).
 """
 
 from __future__ import annotations
@@ -19,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from bench.methods.diffusion.encoder4 import Encoder4
 from bench.methods.diffusion.token_ldm import TokenDiffusion, TokenDiffusionConfig, UnitMLPs
 from bench.methods.diffusion.unet import UNetConfig
 
@@ -35,39 +32,6 @@ class EncDiffConfig(TokenDiffusionConfig):
     encoder: EncDiffEncoderConfig = field(default_factory=EncDiffEncoderConfig)
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(dropout=0.0))
     token_dim: int = 16
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, padding=1),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(),
-            nn.Conv2d(channels, channels, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-class Encoder4(nn.Sequential):
-    def __init__(self, in_channels: int, d: int, units: int) -> None:
-        layers: list[nn.Module] = []
-        for i in range(4):
-            layers += [nn.Conv2d(in_channels if i == 0 else d, d, 4, 2, 1), nn.BatchNorm2d(d)]
-            if i != 2:  # as coded: no ReLU after the third convolution
-                layers.append(nn.ReLU())
-        layers += [
-            ResidualBlock(d),
-            nn.BatchNorm2d(d),
-            nn.ReLU(),
-            ResidualBlock(d),
-            nn.Flatten(),
-            nn.Linear(d * 4 * 4, units),
-        ]
-        super().__init__(*layers)
 
 
 class EncDiff(TokenDiffusion):

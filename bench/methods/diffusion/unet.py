@@ -1,4 +1,5 @@
-"""The conditional latent U-Net of the token-conditioned diffusion methods, and Skip Dropout.
+"""The latent U-Nets: the conditional one of the token-conditioned diffusion methods, the
+unconditional one of the LDM stage, and Skip Dropout.
 
 diffusers' ``UNet2DConditionModel`` set up as LDM's openaimodel U-Net of DyGA+SD and EncDiff
 (methods.md §1.0, §7): channels (64, 128, 256, 256), two ResNet layers per block, a spatial
@@ -17,6 +18,13 @@ conditioning. Two things diffusers' U-Net does not do the LDM way are added here
 
 With both, the paper configuration has LDM's 37.55M parameters.
 
+The unconditional U-Net (``build_plain_unet``, the LDM stage that DisDiff builds on,
+methods.md §2.1 stage 2, methods-pdae.md §4) is diffusers' ``UNet2DModel`` with the same
+sizes and self-attention instead of the spatial transformers. diffusers does LDM's ResBlock
+resampling there itself (``downsample_type="resnet"``); what it cannot configure is a fixed
+number of heads at every width (DisDiff's 8: head widths 8, 16, 32 and 32 in the middle),
+which ``set_attention_heads`` sets after construction.
+
 Skip Dropout (methods.md §1.3) drops whole channels (p, rescaled by 1/(1−p)) of the encoder's
 skip features of the listed spatial sizes just before the decoder concatenates them, in
 training only. It is a forward pre-hook on each up block, so the U-Net stays diffusers' own.
@@ -27,7 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from diffusers import UNet2DConditionModel
+from diffusers import UNet2DConditionModel, UNet2DModel
+from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
@@ -77,6 +86,59 @@ def build_unet(
     if config.zero_init:
         zero_output_layers(unet)
     return unet
+
+
+@dataclass
+class PlainUNetConfig:
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256, 256])
+    layers_per_block: int = 2
+    attention_levels: int = 3  # self-attention at the first this many resolutions
+    heads: int = 8  # at every width, and in the middle block
+    dropout: float = 0.0
+    norm_groups: int = 32
+    zero_init: bool = True  # LDM's zero-initialised output layers (false: diffusers' init)
+
+
+def build_plain_unet(
+    config: PlainUNetConfig, latent_channels: int, latent_size: int
+) -> UNet2DModel:
+    """The unconditional LDM U-Net: ResBlock resampling, scale-shift time conditioning,
+    self-attention at the first ``attention_levels`` resolutions and in the middle."""
+    attention = [i < config.attention_levels for i in range(len(config.channels))]
+    unet = UNet2DModel(
+        sample_size=latent_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        down_block_types=tuple(
+            "AttnDownBlock2D" if a else "ResnetDownsampleBlock2D" for a in attention
+        ),
+        up_block_types=tuple(
+            "AttnUpBlock2D" if a else "ResnetUpsampleBlock2D" for a in reversed(attention)
+        ),
+        block_out_channels=tuple(config.channels),
+        layers_per_block=config.layers_per_block,
+        dropout=config.dropout,
+        norm_num_groups=config.norm_groups,
+        resnet_time_scale_shift="scale_shift",
+        downsample_type="resnet",
+        upsample_type="resnet",
+    )
+    set_attention_heads(unet, config.heads)
+    if config.zero_init:
+        zero_output_layers(unet)
+    return unet
+
+
+def set_attention_heads(model: nn.Module, heads: int) -> None:
+    """``heads`` heads in every self-attention of ``model``, whatever its width."""
+    for module in model.modules():
+        if isinstance(module, Attention):
+            if module.inner_dim % heads:
+                raise ValueError(
+                    f"{module.inner_dim} attention channels do not split into {heads} heads"
+                )
+            module.heads = heads
+            module.scale = (module.inner_dim // heads) ** -0.5
 
 
 class TimeEmbeddingTap:
@@ -135,15 +197,25 @@ def use_resblock_resampling(unet: UNet2DConditionModel, config: UNetConfig) -> N
                 setattr(block, attribute, nn.ModuleList([resample]))
 
 
-def zero_output_layers(unet: UNet2DConditionModel) -> None:
+def zero_output_layers(model: nn.Module) -> None:
     """LDM's ``zero_module``: weights and biases of every ResBlock's last convolution, every
-    spatial transformer's output projection and the final convolution set to 0."""
-    layers = [unet.conv_out]
-    for module in unet.modules():
+    spatial transformer's output projection, every self-attention block's output projection
+    (not the attention layers inside a transformer) and the final convolution set to 0."""
+    inside_transformers = {
+        id(attention)
+        for transformer in model.modules()
+        if isinstance(transformer, Transformer2DModel)
+        for attention in transformer.modules()
+        if isinstance(attention, Attention)
+    }
+    layers = [model.conv_out]
+    for module in model.modules():
         if isinstance(module, ResnetBlock2D):
             layers.append(module.conv2)
         elif isinstance(module, Transformer2DModel):
             layers.append(module.proj_out)
+        elif isinstance(module, Attention) and id(module) not in inside_transformers:
+            layers.append(module.to_out[0])
     with torch.no_grad():
         for layer in layers:
             for parameter in layer.parameters():
@@ -151,13 +223,14 @@ def zero_output_layers(unet: UNet2DConditionModel) -> None:
 
 
 class SkipDropout:
-    """Channel dropout on the U-Net's skip connections of the given spatial sizes.
+    """Channel dropout on the skip connections of the given spatial sizes that the up blocks
+    of ``unet`` (a U-Net, or any module with diffusers up blocks) read.
 
     ``generator`` (set by the method before each training forward pass) draws the masks, so
     training stays reproducible; ``dropped`` counts the skip tensors dropped so far.
     """
 
-    def __init__(self, unet: UNet2DConditionModel, config: SkipDropoutConfig) -> None:
+    def __init__(self, unet: nn.Module, config: SkipDropoutConfig) -> None:
         self.unet, self.p, self.sizes = unet, config.p, set(config.sizes)
         self.generator: torch.Generator | None = None
         self.dropped = 0
