@@ -74,6 +74,9 @@ class TrainConfig:
     # does (DyGA+SD, EncDiff: [unet]); null: every trainable parameter. The averaged weights
     # are copied in at the end; the rest (the scored encoder) stays live.
     ema_modules: Optional[list[str]] = None
+    # LitEma's decay warm-up, min(decay, (1 + n)/(10 + n)) after n updates; false: the
+    # constant decay of PDAE's and DiTi's EMA.
+    ema_warmup: bool = True
     warmup_steps: int = 0  # linear learning-rate warm-up (LDM's LambdaLinearScheduler)
     warmup_start: float = 1e-6  # the warm-up starts at this fraction of train.lr
     amp: bool = False  # bf16 autocast, on CUDA only; each method's file says what its authors use

@@ -86,14 +86,14 @@ class CodeTable:
                 np.random.default_rng(random_seed).choice(len(self.dataset), rows, replace=False)
             )
             self.lookup(fit_rows[:, None])
-        units = self._by_unit(self.codes[fit_rows])
-        pcas = [PCA(n_components=1).fit(units[:, u, :]) for u in range(units.shape[1])]
-        self.pca_means = np.stack([p.mean_ for p in pcas])  # (U, D)
-        self.pca_axes = np.stack([p.components_[0] for p in pcas])  # (U, D)
-
-    def _by_unit(self, codes: np.ndarray) -> np.ndarray:
-        units = self.method.code_units or codes[0].size
-        return codes.reshape(len(codes), units, -1)
+        codes = self.codes[fit_rows].reshape(len(fit_rows), -1)
+        units = unit_slices(self.method.code_units, codes.shape[1])
+        pcas = [PCA(n_components=1).fit(codes[:, unit]) for unit in units]
+        # One (D, U) projection: each unit's principal axis in its own rows, zeros elsewhere.
+        self.pca_means = np.concatenate([p.mean_ for p in pcas])  # (D,)
+        self.pca_axes = np.zeros((codes.shape[1], len(units)))
+        for u, (unit, pca) in enumerate(zip(units, pcas, strict=True)):
+            self.pca_axes[unit, u] = pca.components_[0]
 
     def lookup(self, observations: np.ndarray) -> np.ndarray:
         rows = np.asarray(observations)[:, 0].astype(np.int64)
@@ -103,8 +103,20 @@ class CodeTable:
         codes = self.codes[rows].reshape(len(rows), -1)
         if self.pca_axes is None:
             return codes
-        centred = self._by_unit(codes) - self.pca_means
-        return np.einsum("nud,ud->nu", centred, self.pca_axes).astype(np.float32)
+        return ((codes - self.pca_means) @ self.pca_axes).astype(np.float32)
+
+
+def unit_slices(code_units: int | list[int] | None, width: int) -> list[slice]:
+    """Where each latent unit sits in a flat code of ``width`` numbers: ``code_units`` equal
+    units, or units of the listed widths in order, or (None) one unit per number."""
+    if code_units is None:
+        code_units = width
+    if isinstance(code_units, int):
+        code_units = [width // code_units] * code_units
+    if sum(code_units) != width:
+        raise ValueError(f"units of widths {code_units} do not tile a code of {width} numbers")
+    ends = np.cumsum(code_units)
+    return [slice(int(end - size), int(end)) for size, end in zip(code_units, ends, strict=True)]
 
 
 class EncodedGroundTruth(GroundTruthData):
@@ -212,6 +224,11 @@ def score_battery(
         function, version = spec.for_profile(eval_cfg.profile)
         hyperparams = {**hyperparameter_defaults(function), **overrides.get(name, {})}
         if on_sample:  # the metric reduces the tokens of the images it scores itself
+            if isinstance(method.code_units, list):
+                raise BenchError(
+                    "eval.pca_fit=sample needs equal-sized units, and this representation's "
+                    "differ; use eval.pca_fit=dataset"
+                )
             hyperparams["pca_units"] = method.code_units or method.representation_dim
         settings = {
             "version": version,

@@ -135,14 +135,18 @@ def ema_parameters(method: Method, modules: list[str] | None) -> list[torch.nn.P
     return [p for module in covered for p in module.parameters() if p.requires_grad]
 
 
-def build_ema(decay: float | None, parameters: list[torch.nn.Parameter]) -> EMAModel | None:
+def build_ema(
+    decay: float | None, parameters: list[torch.nn.Parameter], warmup: bool = True
+) -> EMAModel | None:
     """diffusers' EMA, whose decay warms up as min(decay, (1 + n) / (10 + n)) after n updates,
-    as LDM's LitEma: with decay 0.9999 the average follows the weights early in training."""
+    as LDM's LitEma: with decay 0.9999 the average follows the weights early in training.
+    Without ``warmup`` the decay is constant from the second update on (PDAE, DiTi; the
+    first copies the weights in either case)."""
     if decay is None:
         return None
     from diffusers.training_utils import EMAModel
 
-    return EMAModel(parameters, decay=decay)
+    return EMAModel(parameters, decay=decay, min_decay=0.0 if warmup else decay)
 
 
 def warmup_factor(step: int, train: DictConfig) -> float:
@@ -215,7 +219,7 @@ def train(
     optimizer = build_optimizer(method, train_cfg)
     ema_modules = None if train_cfg.ema_modules is None else list(train_cfg.ema_modules)
     averaged = ema_parameters(method, ema_modules) if train_cfg.ema_decay is not None else []
-    ema = build_ema(train_cfg.ema_decay, averaged)
+    ema = build_ema(train_cfg.ema_decay, averaged, train_cfg.ema_warmup)
     noise = torch.Generator(device).manual_seed(cfg.seed)  # the method's random draws
     data_order = DataOrder(len(dataset), train_cfg.batch_size, cfg.seed)
     source = TorchImages(dataset, cfg.data.device)

@@ -1,16 +1,16 @@
-"""Training throughput of a method's paper configuration (DyGA+SD by default, or DisDiff),
-and for DyGA+SD the cost of one DyGA refit.
+"""Training throughput of a method's paper configuration (DyGA+SD by default, DisDiff or
+DiTi), and for DyGA+SD the cost of one DyGA refit.
 
-    python benchmarks/train_throughput.py [--method dyga_sd|disdiff] [--batch-size N]
+    python benchmarks/train_throughput.py [--method dyga_sd|disdiff|diti] [--batch-size N]
         [--steps 3] [--devices cpu,cuda]
 
 For each device (CPU, and CUDA when present), bf16 autocast off/on and ``torch.compile``
 off/on, times full training steps of the method's ``paper`` settings (its optimizer and EMA;
 DyGA+SD with anchoring active and Skip Dropout; DisDiff with its six decoder passes and the
-disentangling loss) on shapes3d-procedural batches, at the method's paper batch size unless
-``--batch-size`` says otherwise: images/s, seconds per step, peak memory (CUDA: max
-allocated; CPU: the process's peak RSS so far). DisDiff's frozen stages are untrained here:
-a step costs the same whatever their weights.
+disentangling loss; DiTi on its 64-px pixel DDPM) on shapes3d-procedural batches, at the
+method's paper batch size unless ``--batch-size`` says otherwise: images/s, seconds per step,
+peak memory (CUDA: max allocated; CPU: the process's peak RSS so far). The frozen stages are
+untrained here: a step costs the same whatever their weights.
 
 For DyGA+SD it then times one DyGA refit — the batched EM with splits and prune — on 48,000
 tokens per unit (Shapes3D's 10% subset) for the 20 units. The tokens are drawn from a random
@@ -90,7 +90,7 @@ def time_training(
             child.compile(dynamic=False)
     optimizer = build_optimizer(model, cfg.train)
     averaged = ema_parameters(model, list(cfg.train.ema_modules))
-    ema = build_ema(cfg.train.ema_decay, averaged)
+    ema = build_ema(cfg.train.ema_decay, averaged, cfg.train.ema_warmup)
     data = bench.datasets.load("shapes3d-procedural")
     rng = np.random.default_rng(0)
     batches = [
@@ -159,7 +159,7 @@ def device_name(device: torch.device) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="dyga_sd", choices=["dyga_sd", "disdiff"])
+    parser.add_argument("--method", default="dyga_sd", choices=["dyga_sd", "disdiff", "diti"])
     parser.add_argument("--batch-size", type=int, help="default: the method's paper batch")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--devices", default="cpu,cuda")

@@ -31,9 +31,11 @@ def conformance_overrides(name: str) -> list[str]:
             "method.ldm.model.first_stage.batch_size=4",
         ]
         extra += ["method.ldm.steps=3", "method.ldm.batch_size=4"]
-    if fields & {"first_stage", "ldm"}:
-        extra += ["train.batch_size=4", "method.sample_steps=2"]
-    pictures = {"picture_pairs": 1, "traversal_values": 2, "picture_samples": 2}
+    if "ddpm" in fields:  # the pixel DDPM stage
+        extra += ["method.ddpm.steps=3", "method.ddpm.batch_size=4"]
+    if fields & {"first_stage", "ldm", "ddpm"}:
+        extra += ["train.batch_size=4"]
+    pictures = {"sample_steps": 2, "picture_pairs": 1, "traversal_values": 2, "picture_samples": 2}
     extra += [f"method.{key}={value}" for key, value in pictures.items() if key in fields]
     if "dyga" in fields:  # a refit at step 3, so that the anchors enter the numbers
         extra += ["method.dyga.refit_every=3", "method.dyga.max_fit_images=64"]

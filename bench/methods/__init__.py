@@ -47,5 +47,15 @@ METHODS.register(
     "bench.methods.disdiff:DisDiff",
     "DisDiff (Yang et al. 2023): gradient-field decoder per latent unit on a frozen LDM",
 )
+METHODS.register(
+    "ddpm_pixel",
+    "bench.methods.diffusion.ddpm:PixelDDPM",
+    "pixel-space DDPM (PDAE's U-Net template): the shared stage DiTi freezes and builds on",
+)
+METHODS.register(
+    "diti",
+    "bench.methods.diti:DiTi",
+    "DiTi (Yue et al. 2024): time-step-specific feature subsets on a frozen pixel DDPM",
+)
 
 __all__ = ["METHODS"]

@@ -57,9 +57,10 @@ class Method(nn.Module, metaclass=ABCMeta):
     """
 
     config_class: ClassVar[type[MethodConfig]]
-    # Latent units of the flat code, when each unit is several numbers (a token); the
+    # Latent units of the flat code, when each unit is several numbers (a token): how many
+    # equal ones, or the widths of unequal ones in order (DiTi's time-step blocks); the
     # ``eval.reduce=pca1`` option reduces each unit to one scalar. None: a unit per number.
-    code_units: int | None = None
+    code_units: int | list[int] | None = None
 
     def __init__(self, config: MethodConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__()

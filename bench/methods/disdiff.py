@@ -48,11 +48,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.methods.base import Method, MethodConfig, Stage, TrainingProgress
+from bench.methods.base import MethodConfig, TrainingProgress
 from bench.methods.diffusion.anchoring import DyGAConfig, GaussianAnchoring
 from bench.methods.diffusion.encoder4 import Encoder4
 from bench.methods.diffusion.gradient_field import (
     GradientFieldDecoder,
+    OnFrozenModel,
     UNetFeatures,
     frozen_pass,
     guidance_coefficients,
@@ -111,8 +112,9 @@ class UnitEmbeddings(nn.Module):
         return times, conditions
 
 
-class DisDiff(Method):
+class DisDiff(OnFrozenModel):
     config_class = DisDiffConfig
+    frozen = "ldm"
     config: DisDiffConfig
 
     def __init__(self, config: DisDiffConfig, image_shape: tuple[int, int, int]) -> None:
@@ -131,20 +133,6 @@ class DisDiff(Method):
         alphas_cumprod = self.ldm.scheduler.alphas_cumprod.float()
         self.register_buffer("mean_shift", mean_shift_coefficients(alphas_cumprod), False)
         self.register_buffer("guidance", guidance_coefficients(alphas_cumprod), False)
-
-    # -- stages -------------------------------------------------------------------------
-    def stages(self) -> list[Stage]:
-        return [self.config.ldm.stage("ldm")]
-
-    def attach_stage(self, name: str, stage: Method) -> None:
-        if name != "ldm":
-            super().attach_stage(name, stage)
-        self.ldm.load_state_dict(stage.state_dict())
-
-    def train(self, mode: bool = True) -> DisDiff:
-        super().train(mode)
-        self.ldm.eval()  # frozen, always in inference mode
-        return self
 
     @property
     def representation_dim(self) -> int:

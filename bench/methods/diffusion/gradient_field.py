@@ -21,6 +21,7 @@ training uses the posterior-mean shift ε̂ = ε_θ + k_t·g with k_t = −√α
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from diffusers import UNet2DModel
@@ -28,6 +29,7 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
+from bench.methods.base import Method, Stage
 from bench.methods.diffusion.unet import zero_output_layers
 
 
@@ -160,3 +162,24 @@ class GradientFieldDecoder(nn.Module):
 
 def attention_layers(model: nn.Module) -> list[Attention]:
     return [m for m in model.modules() if isinstance(m, Attention)]
+
+
+class OnFrozenModel(Method):
+    """Base of the PDAE family (DisDiff, DiTi): trainable parts on a frozen diffusion model
+    that is trained as a shared stage. ``frozen`` names both the config section that declares
+    the stage (its ``stage(name)``) and the attribute that holds the frozen model."""
+
+    frozen: ClassVar[str]
+
+    def stages(self) -> list[Stage]:
+        return [getattr(self.config, self.frozen).stage(self.frozen)]
+
+    def attach_stage(self, name: str, stage: Method) -> None:
+        if name != self.frozen:
+            super().attach_stage(name, stage)
+        getattr(self, self.frozen).load_state_dict(stage.state_dict())
+
+    def train(self, mode: bool = True) -> OnFrozenModel:
+        super().train(mode)
+        getattr(self, self.frozen).eval()  # frozen, always in inference mode
+        return self

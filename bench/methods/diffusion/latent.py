@@ -21,6 +21,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from bench.methods.base import Method, MethodConfig, Stage
+from bench.methods.diffusion.schedule import noise_for_training
 from bench.methods.diffusion.vq import VQAutoencoderConfig, build_vq_model
 
 
@@ -121,15 +122,7 @@ class LatentDiffusionBase(Method):
         self, latents: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(timesteps, noise, noised latents) for a training step, drawn from ``generator``."""
-        batch, device = len(latents), generator.device
-        steps = torch.randint(
-            0, self.config.timesteps, (batch,), generator=generator, device=device
-        )
-        noise = torch.randn(latents.shape, generator=generator, device=device)
-        steps, noise = steps.to(latents.device), noise.to(latents.device)
-        with torch.autocast(latents.device.type, enabled=False):  # the schedule in float32
-            noisy = self.scheduler.add_noise(latents, noise, steps)
-        return steps, noise, noisy
+        return noise_for_training(self.scheduler, latents, generator)
 
     def alphas_cumprod(self, steps: torch.Tensor) -> torch.Tensor:
         """ᾱ_t for each timestep, shaped (B, 1, 1, 1)."""

@@ -92,7 +92,9 @@ def build_unet(
 class PlainUNetConfig:
     channels: list[int] = field(default_factory=lambda: [64, 128, 256, 256])
     layers_per_block: int = 2
-    attention_levels: int = 3  # self-attention at the first this many resolutions
+    # Self-attention at these downsample factors (1: the input resolution, 2: half, …) and
+    # in the middle block: the `attention_resolutions` of LDM's and PDAE's configs.
+    attention_resolutions: list[int] = field(default_factory=lambda: [1, 2, 4])
     heads: int = 8  # at every width, and in the middle block
     dropout: float = 0.0
     norm_groups: int = 32
@@ -102,9 +104,9 @@ class PlainUNetConfig:
 def build_plain_unet(
     config: PlainUNetConfig, latent_channels: int, latent_size: int
 ) -> UNet2DModel:
-    """The unconditional LDM U-Net: ResBlock resampling, scale-shift time conditioning,
-    self-attention at the first ``attention_levels`` resolutions and in the middle."""
-    attention = [i < config.attention_levels for i in range(len(config.channels))]
+    """An unconditional U-Net in the LDM and PDAE template: ResBlock resampling, scale-shift
+    time conditioning, self-attention at ``attention_resolutions`` and in the middle."""
+    attention = [2**level in config.attention_resolutions for level in range(len(config.channels))]
     unet = UNet2DModel(
         sample_size=latent_size,
         in_channels=latent_channels,
