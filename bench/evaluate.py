@@ -138,10 +138,13 @@ class EncodedGroundTruth(GroundTruthData):
 
 
 class EncodedAttributes:
-    """An attribute dataset (CelebA) as TAD sees it here: row indices as observations."""
+    """An attribute dataset (CelebA) as TAD and the attribute probe see it here: row indices
+    as observations."""
 
     def __init__(self, dataset) -> None:
         self.dataset, self.attributes = dataset, dataset.attributes
+        self.attribute_names = getattr(dataset, "attribute_names", None)
+        self.partition = getattr(dataset, "partition", None)
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -79,6 +79,12 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     return [row[0] for row in rows], names, (values > 0).astype(np.uint8)
 
 
+def read_partition(path: Path, files: list[str]) -> np.ndarray:
+    """list_eval_partition.txt: 0 train, 1 valid, 2 test for each of ``files``."""
+    partition = dict(line.split() for line in path.read_text().splitlines() if line.strip())
+    return np.array([int(partition.get(f, -1)) for f in files])
+
+
 class CelebA:
     """Images (n, 64, 64, 3) uint8 and attributes (n, 40) in {0, 1}."""
 
@@ -96,13 +102,22 @@ class CelebA:
         attribute_file = require(root / "list_attr_celeba.txt", "celeba", manual)
         files, self.attribute_names, labels = read_attributes(attribute_file)
         keep = np.arange(len(files))
+        partition_file = root / "list_eval_partition.txt"
         if split != "all":
-            partition_file = require(root / "list_eval_partition.txt", "celeba", manual)
-            partition = dict(line.split() for line in partition_file.read_text().splitlines())
-            wanted = str(SPLITS.index(split) - 1)
-            keep = np.array([i for i, f in enumerate(files) if partition.get(f) == wanted])
+            partition = read_partition(require(partition_file, "celeba", manual), files)
+            keep = np.flatnonzero(partition == SPLITS.index(split) - 1)
         self.files = [files[i] for i in keep]
         self.attributes = labels[keep]
+        # Train (0), valid (1), test (2) per image, for the attribute probe: the official
+        # partition, which is the index split DiTi uses (the first 162,770 images train, the
+        # next 19,867 valid); None for a single split.
+        self.partition: np.ndarray | None = None
+        if split == "all":
+            self.partition = (
+                read_partition(partition_file, files)
+                if partition_file.is_file()
+                else np.repeat([0, 1, 2], [162_770, 19_867, len(files) - 182_637])
+            )
         image_dir = root / "img_align_celeba"
         paths = [require(image_dir / f, "celeba", manual) for f in self.files]
 

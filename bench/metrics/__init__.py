@@ -4,6 +4,11 @@ from bench.registry import Registry
 
 METRICS = Registry("metric", "bench.metrics")
 for _name, _module, _description in [
+    (
+        "attribute_probe",
+        "attribute_probe",
+        "DiTi's linear attribute probe: mean average precision on held-out images",
+    ),
     ("beta_vae", "beta_vae", "BetaVAE score (Higgins et al. 2017), dlib's sklearn variant"),
     (
         "downstream_task",

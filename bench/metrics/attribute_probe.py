@@ -1,0 +1,133 @@
+"""DiTi's CelebA attribute probe (eval/multitask_classification.py; methods-pdae.md §3.2), as a
+metric any method can be scored with.
+
+A single linear layer (the representation's width → one logit per attribute) is trained on
+frozen codes with the mean binary cross-entropy over all attributes, Adam at 1e-3, batch 128,
+unshuffled batches (the authors' DataLoader default), for 15 epochs. After each epoch the
+mean over attributes of scikit-learn's ``average_precision_score`` on the validation split
+picks the epoch; the score is that epoch's mean AP on the test split, with every
+attribute's AP beside it (``ap.<attribute>``). The layer's initial weights come from
+``random_state``, so the number repeats.
+
+Data: an attribute dataset with a train/valid/test ``partition`` (CelebA: the official split,
+which is DiTi's index split) uses all of it. A ground-truth dataset gets an attribute view
+instead: ``num_train``, ``num_valid`` and ``num_test`` images drawn with ``random_state``,
+and one binary attribute per factor with more than one value, "the factor's value index is
+in its upper half" (``factor_attributes``). So the CelebA path runs on procedural data too.
+
+One difference from the authors' probe: they re-encode the training images every epoch under
+a random horizontal flip; here every image is encoded once, unflipped, as the evaluator's
+encode-once cache requires.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score
+
+from bench.metrics.spec import MetricSpec, check_codes
+from bench.metrics.utils import RepresentationFunction, obtain_representation
+from bench.registry import BenchError
+
+TRAIN, VALID, TEST = 0, 1, 2  # partition labels, as CelebA's list_eval_partition.txt
+
+
+def compute_attribute_probe(
+    ground_truth_data,
+    representation_function: RepresentationFunction,
+    random_state: np.random.RandomState,
+    artifact_dir: str | None = None,
+    epochs: int = 15,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+    num_train: int = 10000,
+    num_valid: int = 2000,
+    num_test: int = 2000,
+) -> dict[str, float]:
+    """Mean test AP of a linear probe on the codes (DiTi's protocol); ``num_*`` size the
+    attribute view of a ground-truth dataset and are unused on an attribute dataset."""
+    del artifact_dir
+    if hasattr(ground_truth_data, "attributes"):
+        partition = getattr(ground_truth_data, "partition", None)
+        if partition is None:
+            raise BenchError(
+                "attribute_probe: needs train, valid and test images; load the dataset whole "
+                "(celeba with split=all)"
+            )
+        observations = ground_truth_data.observations(np.arange(len(ground_truth_data)))
+        attributes = ground_truth_data.attributes
+        names = list(ground_truth_data.attribute_names or range(attributes.shape[1]))
+    else:
+        sizes = (num_train, num_valid, num_test)
+        factors, observations = ground_truth_data.sample(sum(sizes), random_state)
+        attributes, names = factor_attributes(factors, ground_truth_data.factors_num_values)
+        partition = np.repeat([TRAIN, VALID, TEST], sizes)
+    codes = obtain_representation(observations, representation_function, batch_size)
+    check_codes("attribute_probe", codes.T)
+    return probe_scores(
+        codes, attributes, partition, names, random_state, epochs, batch_size, learning_rate
+    )
+
+
+def factor_attributes(factors: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, list[str]]:
+    """One binary attribute per factor with more than one value: index ≥ values // 2."""
+    varying = [k for k, size in enumerate(sizes) if size > 1]
+    attributes = np.stack([factors[:, k] >= sizes[k] // 2 for k in varying], axis=1)
+    return attributes.astype(np.float32), [f"factor{k}_upper" for k in varying]
+
+
+def probe_scores(
+    codes: np.ndarray,
+    attributes: np.ndarray,
+    partition: np.ndarray,
+    names: list[str],
+    random_state: np.random.RandomState,
+    epochs: int = 15,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+) -> dict[str, float]:
+    """Train the probe on the TRAIN rows, choose the epoch on VALID, score TEST."""
+    split = {part: np.flatnonzero(partition == part) for part in (TRAIN, VALID, TEST)}
+    x = torch.from_numpy(np.asarray(codes, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(attributes, dtype=np.float32))
+    generator = torch.Generator().manual_seed(int(random_state.randint(2**31)))
+    probe = torch.nn.Linear(x.shape[1], y.shape[1])
+    bound = 1 / x.shape[1] ** 0.5  # nn.Linear's initialisation, from the seeded generator
+    with torch.no_grad():
+        probe.weight.uniform_(-bound, bound, generator=generator)
+        probe.bias.uniform_(-bound, bound, generator=generator)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=learning_rate)
+    train = split[TRAIN]
+    best = (-1.0, 0, None)  # valid mean AP, epoch, weights
+    for epoch in range(1, epochs + 1):
+        for start in range(0, len(train), batch_size):
+            rows = train[start : start + batch_size]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(probe(x[rows]), y[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        valid = np.mean(average_precisions(probe, x[split[VALID]], y[split[VALID]]))
+        if valid > best[0]:
+            best = (valid, epoch, {k: v.clone() for k, v in probe.state_dict().items()})
+    probe.load_state_dict(best[2])
+    test = average_precisions(probe, x[split[TEST]], y[split[TEST]])
+    scores = {"mean_ap": float(np.mean(test)), "valid_mean_ap": float(best[0])}
+    scores["best_epoch"] = float(best[1])
+    scores.update({f"ap.{name}": float(ap) for name, ap in zip(names, test, strict=True)})
+    return scores
+
+
+@torch.no_grad()
+def average_precisions(probe: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    logits = probe(x).numpy()
+    return [average_precision_score(y[:, a].numpy(), logits[:, a]) for a in range(y.shape[1])]
+
+
+SPEC = MetricSpec(
+    name="attribute_probe",
+    function=compute_attribute_probe,
+    version="1",
+    higher_is_better=True,
+    keys=("mean_ap", "valid_mean_ap", "best_epoch"),
+)

@@ -1,0 +1,102 @@
+"""DiTi's attribute probe as a metric: on attribute datasets and on a factor dataset's view."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.metrics.attribute_probe import compute_attribute_probe, factor_attributes
+from bench.registry import BenchError
+from bench.runner import run
+from tests.conftest import FAST
+
+
+class Factors:
+    """A ground-truth dataset whose observations are its factor values themselves."""
+
+    factors_num_values = (4, 6, 1, 5)
+
+    def sample(self, num: int, random_state: np.random.RandomState):
+        factors = np.stack(
+            [random_state.randint(size, size=num) for size in self.factors_num_values], axis=1
+        )
+        return factors, factors.astype(np.float32)
+
+
+SMALL = {"num_train": 2000, "num_valid": 500, "num_test": 500, "epochs": 15}
+
+
+def test_attributes_of_a_factor_dataset_are_upper_halves_of_the_varying_factors():
+    factors = np.array([[0, 5, 0, 1], [3, 2, 0, 2]])
+    attributes, names = factor_attributes(factors, [4, 6, 1, 5])
+    assert names == ["factor0_upper", "factor1_upper", "factor3_upper"]
+    np.testing.assert_array_equal(attributes, [[0, 1, 0], [1, 0, 1]])
+
+
+def test_linearly_encoded_attributes_score_near_one_and_noise_the_base_rate():
+    def linear(factors):  # each attribute is the sign of one coordinate, with a margin
+        return (factors - np.array([2, 3, 0, 2]) + 0.5) * 4
+
+    scores = compute_attribute_probe(Factors(), linear, np.random.RandomState(0))  # 10,000
+    assert scores["mean_ap"] >= 0.99
+    assert {"ap.factor0_upper", "ap.factor1_upper", "ap.factor3_upper"} <= scores.keys()
+
+    def noise(x):
+        return np.random.default_rng(len(x) + int(x.sum())).normal(size=(len(x), 8))
+
+    scores = compute_attribute_probe(Factors(), noise, np.random.RandomState(0), **SMALL)
+    base_rates = [2 / 4, 3 / 6, 3 / 5]  # the fraction of positives of each attribute
+    assert scores["mean_ap"] == pytest.approx(np.mean(base_rates), abs=0.06)
+
+
+def test_the_same_seed_gives_the_same_numbers():
+    def codes(x):
+        return x @ np.array([[1.0, 0.2], [0.1, 1.0], [0.0, 0.0], [0.5, -0.5]])
+
+    scores = [
+        compute_attribute_probe(Factors(), codes, np.random.RandomState(seed), **SMALL)
+        for seed in (1, 1, 2)
+    ]
+    assert scores[0] == scores[1] and scores[0] != scores[2]
+
+
+class Attributes:
+    """An attribute dataset (CelebA's interface) with a train/valid/test partition."""
+
+    def __init__(self, partition: np.ndarray | None) -> None:
+        rng = np.random.default_rng(0)
+        self.attributes = rng.integers(0, 2, size=(6000, 3)).astype(np.float32)
+        self.attribute_names = ["a", "b", "c"]
+        self.partition = partition
+
+    def __len__(self) -> int:
+        return len(self.attributes)
+
+    def observations(self, indices: np.ndarray) -> np.ndarray:
+        return self.attributes[indices] * 2 - 1
+
+
+def test_an_attribute_dataset_is_probed_on_its_own_partition():
+    data = Attributes(np.repeat([0, 1, 2], [4000, 1000, 1000]))
+    scores = compute_attribute_probe(data, lambda x: 4 * x, np.random.RandomState(0))
+    assert scores["mean_ap"] >= 0.99 and set(scores) >= {"ap.a", "ap.b", "ap.c"}
+    with pytest.raises(BenchError, match="split=all"):
+        compute_attribute_probe(Attributes(None), lambda x: x, np.random.RandomState(0))
+
+
+def test_diti_is_probed_on_a_procedural_datasets_attribute_view(tmp_path):
+    overrides = [
+        *FAST,
+        "train.steps=2",
+        "train.batch_size=4",
+        "method.ddpm.steps=2",
+        "method.ddpm.batch_size=4",
+        "method.sample_steps=2",
+        "method.picture_pairs=1",
+        "eval.metrics=[attribute_probe]",
+        "eval.pca_rows=300",
+        "eval.hyperparams.attribute_probe={num_train: 300, num_valid: 100, num_test: 100}",
+    ]
+    record = run("diti", "shapes3d-procedural", "smoke", overrides, out=tmp_path)
+    scores = record.metrics()["attribute_probe"]["values"]
+    assert 0 < scores["mean_ap"] <= 1 and len([k for k in scores if k.startswith("ap.")]) == 6
