@@ -8,7 +8,7 @@ import pytest
 from bench.metrics.attribute_probe import compute_attribute_probe, factor_attributes
 from bench.registry import BenchError
 from bench.runner import run
-from tests.conftest import FAST
+from tests.test_diti import TINY_DITI
 
 
 class Factors:
@@ -86,13 +86,7 @@ def test_an_attribute_dataset_is_probed_on_its_own_partition():
 
 def test_diti_is_probed_on_a_procedural_datasets_attribute_view(tmp_path):
     overrides = [
-        *FAST,
-        "train.steps=2",
-        "train.batch_size=4",
-        "method.ddpm.steps=2",
-        "method.ddpm.batch_size=4",
-        "method.sample_steps=2",
-        "method.picture_pairs=1",
+        *TINY_DITI,
         "eval.metrics=[attribute_probe]",
         "eval.pca_rows=300",
         "eval.hyperparams.attribute_probe={num_train: 300, num_valid: 100, num_test: 100}",

@@ -143,19 +143,22 @@ def test_pca1_reduces_units_of_unequal_widths_each_by_its_own_pca():
         np.testing.assert_allclose(reduced[:, u], expected, rtol=1e-5, atol=1e-6)
 
 
+# Two steps of each stage, tiny pictures: DiTi through the runner in seconds.
+TINY_DITI = [
+    *FAST,
+    "eval.metrics=[]",
+    "train.steps=2",
+    "train.batch_size=4",
+    "method.ddpm.steps=2",
+    "method.ddpm.batch_size=4",
+    "method.sample_steps=2",
+    "method.picture_pairs=1",
+]
+
+
 def test_a_second_seed_reuses_the_ddpm_stage(tmp_path):
-    overrides = [
-        *FAST,
-        "eval.metrics=[]",
-        "train.steps=2",
-        "train.batch_size=4",
-        "method.ddpm.steps=2",
-        "method.ddpm.batch_size=4",
-        "method.sample_steps=2",
-        "method.picture_pairs=1",
-    ]
-    first = run("diti", "shapes3d-procedural", "smoke", overrides, out=tmp_path)
-    second = run("diti", "shapes3d-procedural", "smoke", overrides, seed=1, out=tmp_path)
+    first = run("diti", "shapes3d-procedural", "smoke", TINY_DITI, out=tmp_path)
+    second = run("diti", "shapes3d-procedural", "smoke", TINY_DITI, seed=1, out=tmp_path)
     reused = [
         next(e for e in r.read_log() if e.get("event") == "ddpm")["reused"] for r in (first, second)
     ]
