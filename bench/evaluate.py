@@ -28,6 +28,7 @@ from bench.datasets import GroundTruthData
 from bench.methods.base import Method
 from bench.metrics import METRICS
 from bench.metrics.spec import hyperparameter_defaults
+from bench.metrics.utils import unit_slices
 from bench.progress import Progress, progress_messages
 from bench.registry import BenchError
 from bench.rng import global_rng_state, set_global_rng_state
@@ -104,19 +105,6 @@ class CodeTable:
         if self.pca_axes is None:
             return codes
         return ((codes - self.pca_means) @ self.pca_axes).astype(np.float32)
-
-
-def unit_slices(code_units: int | list[int] | None, width: int) -> list[slice]:
-    """Where each latent unit sits in a flat code of ``width`` numbers: ``code_units`` equal
-    units, or units of the listed widths in order, or (None) one unit per number."""
-    if code_units is None:
-        code_units = width
-    if isinstance(code_units, int):
-        code_units = [width // code_units] * code_units
-    if sum(code_units) != width:
-        raise ValueError(f"units of widths {code_units} do not tile a code of {width} numbers")
-    ends = np.cumsum(code_units)
-    return [slice(int(end - size), int(end)) for size, end in zip(code_units, ends, strict=True)]
 
 
 class EncodedGroundTruth(GroundTruthData):
@@ -227,11 +215,6 @@ def score_battery(
         function, version = spec.for_profile(eval_cfg.profile)
         hyperparams = {**hyperparameter_defaults(function), **overrides.get(name, {})}
         if on_sample:  # the metric reduces the tokens of the images it scores itself
-            if isinstance(method.code_units, list):
-                raise BenchError(
-                    "eval.pca_fit=sample needs equal-sized units, and this representation's "
-                    "differ; use eval.pca_fit=dataset"
-                )
             hyperparams["pca_units"] = method.code_units or method.representation_dim
         settings = {
             "version": version,

@@ -9,11 +9,12 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from bench.evaluate import CodeTable, unit_slices
+from bench.evaluate import CodeTable
 from bench.methods.diffusion.ddpm import PixelDDPM, PixelDDPMConfig
 from bench.methods.diffusion.gradient_field import frozen_pass
 from bench.methods.diffusion.unet import PlainUNetConfig
 from bench.methods.diti import CelebA64Encoder, DiTi, DiTiConfig, Mode, block_ends
+from bench.metrics.utils import unit_slices
 from bench.runner import run
 from tests.conftest import FAST
 from tests.test_disdiff import randomise

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
-from bench.metrics.tad import auroc_matrix, entropy_redundancy, tad_score
+from bench.metrics.tad import auroc_matrix, entropy_redundancy, pca1_per_unit, tad_score
 
 
 def two_independent_attributes(repeats: int = 25) -> np.ndarray:
@@ -80,3 +82,16 @@ def test_vectorised_aurocs_equal_the_loop_reference(step):
         axis=1,
     )
     np.testing.assert_allclose(auroc_matrix(z, y, step), reference_auroc(z, y, step), atol=1e-6)
+
+
+def test_pca_units_of_equal_or_listed_widths_are_each_reduced_by_their_own_pca():
+    from sklearn.decomposition import PCA
+
+    codes = np.random.default_rng(0).normal(size=(200, 6)) * [1, 2, 3, 1, 0.5, 2]
+    for units, edges in ((2, [0, 3, 6]), ([1, 3, 2], [0, 1, 4, 6])):
+        reduced = pca1_per_unit(codes, units)
+        expected = [
+            PCA(n_components=1).fit_transform(codes[:, a:b])[:, 0]
+            for a, b in itertools.pairwise(edges)
+        ]
+        np.testing.assert_allclose(reduced, np.stack(expected, axis=1), rtol=1e-5, atol=1e-5)

@@ -109,15 +109,14 @@ class CelebA:
         self.files = [files[i] for i in keep]
         self.attributes = labels[keep]
         # Train (0), valid (1), test (2) per image, for the attribute probe: the official
-        # partition, which is the index split DiTi uses (the first 162,770 images train, the
-        # next 19,867 valid); None for a single split.
+        # partition, which is the index split DiTi uses (the first 162,770 of the 202,599
+        # images train, the next 19,867 valid); None for a single split or a partial copy
+        # without list_eval_partition.txt.
         self.partition: np.ndarray | None = None
-        if split == "all":
-            self.partition = (
-                read_partition(partition_file, files)
-                if partition_file.is_file()
-                else np.repeat([0, 1, 2], [162_770, 19_867, len(files) - 182_637])
-            )
+        if split == "all" and partition_file.is_file():
+            self.partition = read_partition(partition_file, files)
+        elif split == "all" and len(files) == 202_599:
+            self.partition = np.repeat([0, 1, 2], [162_770, 19_867, 19_962])
         image_dir = root / "img_align_celeba"
         paths = [require(image_dir / f, "celeba", manual) for f in self.files]
 

@@ -56,8 +56,6 @@ from bench.methods.diffusion.gradient_field import (
     OnFrozenModel,
     UNetFeatures,
     frozen_pass,
-    guidance_coefficients,
-    mean_shift_coefficients,
 )
 from bench.methods.diffusion.ldm import LatentDiffusion, LDMStageConfig
 from bench.methods.diffusion.pictures import (
@@ -130,9 +128,7 @@ class DisDiff(OnFrozenModel):
         self.unit_embeddings = UnitEmbeddings(config.unit_dim, config.part_dim, time_embedding_dim)
         self.skip_dropout = SkipDropout(self.decoder, config.skip_dropout)
         self.anchoring = GaussianAnchoring(config.dyga, units, config.unit_dim)
-        alphas_cumprod = self.ldm.scheduler.alphas_cumprod.float()
-        self.register_buffer("mean_shift", mean_shift_coefficients(alphas_cumprod), False)
-        self.register_buffer("guidance", guidance_coefficients(alphas_cumprod), False)
+        self.register_field_coefficients()
 
     @property
     def representation_dim(self) -> int:

@@ -53,8 +53,6 @@ from bench.methods.diffusion.gradient_field import (
     GradientFieldDecoder,
     OnFrozenModel,
     frozen_pass,
-    guidance_coefficients,
-    mean_shift_coefficients,
 )
 from bench.methods.diffusion.pictures import picture_images, write_png
 
@@ -172,11 +170,9 @@ class DiTi(OnFrozenModel):
         self.block_sizes = [e - s for s, e in zip([0, *ends[:-1]], ends, strict=True)]
         self.code_units = self._units()
 
-        alphas_cumprod = self.ddpm.scheduler.alphas_cumprod.float()
+        alphas_cumprod = self.register_field_coefficients()
         snr = alphas_cumprod / (1 - alphas_cumprod)
         self.register_buffer("weight", snr**config.snr_gamma / (1 + snr), False)
-        self.register_buffer("mean_shift", mean_shift_coefficients(alphas_cumprod), False)
-        self.register_buffer("guidance", guidance_coefficients(alphas_cumprod), False)
         self.register_buffer("alphas_cumprod", alphas_cumprod, False)
 
     def _units(self) -> list[int] | None:
@@ -232,20 +228,17 @@ class DiTi(OnFrozenModel):
         timesteps = self.config.ddpm.model.timesteps
         return list(range(0, timesteps, timesteps // self.config.sample_steps))
 
-    def guided_epsilon(self, x: torch.Tensor, t: int, z: torch.Tensor) -> torch.Tensor:
-        """ε_θ − √(1 − ᾱ_t)·g(x, t, z ⊙ mask[idx(t)]), with x0 clipped to [−1, 1] and ε
-        recomputed from it (PDAE's and DiTi's DDIM)."""
+    def ddim_step(self, x: torch.Tensor, t: int, to: int, z: torch.Tensor) -> torch.Tensor:
+        """One DDIM step (eta 0) from t to ``to`` (−1: ᾱ = 1), either way: ε = ε_θ −
+        √(1 − ᾱ_t)·g(x, t, z ⊙ mask[idx(t)]), x0 from it clipped to [−1, 1] and ε recomputed
+        from that x0 (PDAE's and DiTi's DDIM)."""
         steps = torch.full((len(x),), t, device=x.device, dtype=torch.long)
         prediction, field = self.field(x, steps, z * self.masks[self.block_of_step[steps]])
         epsilon = prediction + self.guidance[t] * field
         alpha = self.alphas_cumprod[t]
         start = ((x - (1 - alpha).sqrt() * epsilon) / alpha.sqrt()).clamp(-1, 1)
-        return (x - alpha.sqrt() * start) / (1 - alpha).sqrt()
-
-    def _ddim_step(self, x, epsilon, t: int, to: int) -> torch.Tensor:
-        alpha = self.alphas_cumprod[t]
+        epsilon = (x - alpha.sqrt() * start) / (1 - alpha).sqrt()
         target = self.alphas_cumprod[to] if to >= 0 else alpha.new_ones(())
-        start = (x - (1 - alpha).sqrt() * epsilon) / alpha.sqrt()
         return target.sqrt() * start + (1 - target).sqrt() * epsilon
 
     @torch.no_grad()
@@ -253,7 +246,7 @@ class DiTi(OnFrozenModel):
         """Deterministic DDIM inversion of images in [0, 1] to x_T, guided by their code."""
         x, schedule = images * 2 - 1, self.ddim_schedule()
         for t, to in itertools.pairwise(schedule):
-            x = self._ddim_step(x, self.guided_epsilon(x, t, z), t, to)
+            x = self.ddim_step(x, t, to, z)
         return x
 
     @torch.no_grad()
@@ -262,7 +255,7 @@ class DiTi(OnFrozenModel):
         x, schedule = noise, self.ddim_schedule()
         for i in reversed(range(len(schedule))):
             t, to = schedule[i], schedule[i - 1] if i > 0 else -1
-            x = self._ddim_step(x, self.guided_epsilon(x, t, z), t, to)
+            x = self.ddim_step(x, t, to, z)
         return ((x + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()

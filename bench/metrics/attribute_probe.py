@@ -53,7 +53,7 @@ def compute_attribute_probe(
         if partition is None:
             raise BenchError(
                 "attribute_probe: needs train, valid and test images; load the dataset whole "
-                "(celeba with split=all)"
+                "(celeba with split=all, and list_eval_partition.txt beside a partial copy)"
             )
         observations = ground_truth_data.observations(np.arange(len(ground_truth_data)))
         attributes = ground_truth_data.attributes

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from bench.metrics.spec import MetricSpec, check_codes
-from bench.metrics.utils import RepresentationFunction, obtain_representation
+from bench.metrics.utils import RepresentationFunction, obtain_representation, unit_slices
 from bench.registry import BenchError
 
 RANGE_CUT, AUROC_CUT, REDUNDANCY_CUT = 0.2, 0.75, 0.2
@@ -34,12 +34,13 @@ def compute_tad(
     num_eval: int = 5000,
     grid_step: float = 0.01,
     batch_size: int = 64,
-    pca_units: int = 0,
+    pca_units: int | list[int] = 0,
 ) -> dict[str, float]:
     """TAD on ``num_eval`` images drawn without replacement from an attribute dataset: an
     object with ``__len__``, ``observations(indices)`` and ``attributes`` (N, A) in {0, 1}.
-    ``pca_units`` > 0: the code is that many equal-sized tokens, each reduced to one scalar by
-    a PCA(1) fitted on the codes of the scored images."""
+    ``pca_units`` > 0 (or a list of widths): the code is that many equal-sized tokens (or
+    tokens of those widths), each reduced to one scalar by a PCA(1) fitted on the codes of the
+    scored images."""
     del artifact_dir
     if not hasattr(ground_truth_data, "attributes"):
         raise BenchError(
@@ -55,11 +56,16 @@ def compute_tad(
     return tad_score(codes, ground_truth_data.attributes[indices], grid_step)
 
 
-def pca1_per_unit(codes: np.ndarray, units: int) -> np.ndarray:
-    """(n, units) first principal component scores of each unit's token, fitted on ``codes``."""
-    tokens = np.asarray(codes).reshape(len(codes), units, -1)
+def pca1_per_unit(codes: np.ndarray, units: int | list[int]) -> np.ndarray:
+    """(n, units) first principal component scores of each unit's token, fitted on ``codes``:
+    ``units`` equal tokens, or tokens of the listed widths in order."""
+    codes = np.asarray(codes).reshape(len(codes), -1)
     return np.stack(
-        [PCA(n_components=1).fit_transform(tokens[:, u])[:, 0] for u in range(units)], axis=1
+        [
+            PCA(n_components=1).fit_transform(codes[:, unit])[:, 0]
+            for unit in unit_slices(units, codes.shape[1])
+        ],
+        axis=1,
     ).astype(np.float32)
 
 

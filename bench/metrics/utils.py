@@ -79,3 +79,16 @@ def normalize_data(
     if stddev is None:
         stddev = np.std(data, axis=1)
     return (data - mean[:, np.newaxis]) / stddev[:, np.newaxis], mean, stddev
+
+
+def unit_slices(code_units: int | list[int] | None, width: int) -> list[slice]:
+    """Where each latent unit sits in a flat code of ``width`` numbers: ``code_units`` equal
+    units, or units of the listed widths in order, or (None) one unit per number."""
+    if code_units is None:
+        code_units = width
+    if isinstance(code_units, int):
+        code_units = [width // code_units] * code_units
+    if sum(code_units) != width:
+        raise ValueError(f"units of widths {code_units} do not tile a code of {width} numbers")
+    ends = np.cumsum(code_units)
+    return [slice(int(end - size), int(end)) for size, end in zip(code_units, ends, strict=True)]

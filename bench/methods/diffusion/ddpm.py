@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler
 
 from bench.methods.base import Method, MethodConfig, Stage
 from bench.methods.diffusion.pictures import write_png
-from bench.methods.diffusion.schedule import noise_for_training
+from bench.methods.diffusion.schedule import ddpm_scheduler, noise_for_training
 from bench.methods.diffusion.unet import PlainUNetConfig, build_plain_unet
 
 
@@ -83,13 +83,8 @@ class PixelDDPM(Method):
     def __init__(self, config: PixelDDPMConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__(config, image_shape)
         self.unet = build_plain_unet(config.unet, image_shape[2], image_shape[0])
-        self.scheduler = DDPMScheduler(
-            num_train_timesteps=config.timesteps,
-            beta_schedule="linear",
-            beta_start=config.beta_start,
-            beta_end=config.beta_end,
-            prediction_type="epsilon",
-            clip_sample=False,
+        self.scheduler = ddpm_scheduler(
+            config.timesteps, "linear", config.beta_start, config.beta_end
         )
 
     @property

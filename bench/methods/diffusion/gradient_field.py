@@ -171,6 +171,14 @@ class OnFrozenModel(Method):
 
     frozen: ClassVar[str]
 
+    def register_field_coefficients(self) -> torch.Tensor:
+        """Buffers ``mean_shift`` (k_t, training) and ``guidance`` (−√(1 − ᾱ_t), sampling) from
+        the frozen model's schedule; returns its ᾱ_t in float32."""
+        alphas_cumprod = getattr(self, self.frozen).scheduler.alphas_cumprod.float()
+        self.register_buffer("mean_shift", mean_shift_coefficients(alphas_cumprod), False)
+        self.register_buffer("guidance", guidance_coefficients(alphas_cumprod), False)
+        return alphas_cumprod
+
     def stages(self) -> list[Stage]:
         return [getattr(self.config, self.frozen).stage(self.frozen)]
 

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler
 
 from bench.methods.base import Method, MethodConfig, Stage
-from bench.methods.diffusion.schedule import noise_for_training
+from bench.methods.diffusion.schedule import ddpm_scheduler, noise_for_training
 from bench.methods.diffusion.vq import VQAutoencoderConfig, build_vq_model
 
 
@@ -65,13 +65,8 @@ class LatentDiffusionBase(Method):
         self.first_stage = build_vq_model(autoencoder, image_shape).requires_grad_(False)
         self.latent_channels = autoencoder.latent_channels
         self.latent_size = image_shape[0] // 2 ** (len(autoencoder.channels) - 1)
-        self.scheduler = DDPMScheduler(
-            num_train_timesteps=config.timesteps,
-            beta_schedule="scaled_linear",
-            beta_start=config.beta_start,
-            beta_end=config.beta_end,
-            prediction_type="epsilon",
-            clip_sample=False,
+        self.scheduler = ddpm_scheduler(
+            config.timesteps, "scaled_linear", config.beta_start, config.beta_end
         )
         self.register_buffer("latent_scale", torch.zeros(()))  # 0: not measured yet
 

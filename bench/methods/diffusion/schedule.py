@@ -1,9 +1,24 @@
-"""The forward (noising) process every diffusion method trains on, drawn reproducibly."""
+"""The noise schedule every diffusion method trains on, and its noising, drawn reproducibly."""
 
 from __future__ import annotations
 
 import torch
 from diffusers import DDPMScheduler
+
+
+def ddpm_scheduler(
+    timesteps: int, schedule: str, beta_start: float, beta_end: float
+) -> DDPMScheduler:
+    """diffusers' ``DDPMScheduler`` for ε-prediction without clipping: ``schedule`` "linear"
+    (PDAE, DiTi) or "scaled_linear" (LDM's "linear": linspace of the square roots, squared)."""
+    return DDPMScheduler(
+        num_train_timesteps=timesteps,
+        beta_schedule=schedule,
+        beta_start=beta_start,
+        beta_end=beta_end,
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
 
 
 def noise_for_training(
