@@ -27,7 +27,6 @@ from bench.config import Encode, PcaFit, Profile, Reduce
 from bench.datasets import GroundTruthData
 from bench.methods.base import Method
 from bench.metrics import METRICS
-from bench.metrics.spec import hyperparameter_defaults
 from bench.metrics.utils import unit_slices
 from bench.progress import Progress, progress_messages
 from bench.registry import BenchError
@@ -213,7 +212,7 @@ def score_battery(
     for position, name in enumerate(eval_cfg.metrics, start=1):
         spec = METRICS.get(name)
         function, version = spec.for_profile(eval_cfg.profile)
-        hyperparams = {**hyperparameter_defaults(function), **overrides.get(name, {})}
+        hyperparams = {**spec.hyperparameters(function), **overrides.get(name, {})}
         if on_sample:  # the metric reduces the tokens of the images it scores itself
             hyperparams["pca_units"] = method.code_units or method.representation_dim
         settings = {

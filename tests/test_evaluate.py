@@ -71,10 +71,48 @@ def test_code_table_scores_equal_direct_encoding(tmp_path, encode):
     cfg = eval_cfg(metrics=list(SMALL), encode=encode)
     results = evaluate(method, data, cfg, RunRecord(tmp_path), torch.device("cpu"))
     for name, hyperparams in SMALL.items():
-        expected = METRICS.get(name).function(
-            data, direct(method), np.random.RandomState(0), None, **hyperparams
-        )
+        spec = METRICS.get(name)
+        settings = {**spec.hyperparameters(spec.function), **hyperparams}
+        expected = spec.function(data, direct(method), np.random.RandomState(0), None, **settings)
         assert results[name]["values"] == {k: float(v) for k, v in expected.items()}, name
+
+
+def test_evaluation_ignores_gin_bindings_made_earlier_in_the_process(tmp_path):
+    """A user's dlib-style bindings (and global RNG seed) never reach bench's evaluation:
+    it calls the metrics themselves, not their gin wrappers, with every setting explicit."""
+    import gin
+
+    from bench.metrics.utils import _identity_discretizer, logistic_regression_cv
+
+    data, method = FactorGrid((3, 4, 5)), Elementwise(ElementwiseConfig(), (1, 1, 3))
+    metrics = [*SMALL, "downstream_task"]
+    cfg = eval_cfg(
+        metrics=metrics,
+        hyperparams={**SMALL, "downstream_task": {"num_train": [60], "num_test": 30}},
+    )
+    clean = evaluate(method, data, cfg, RunRecord(tmp_path / "clean"), torch.device("cpu"))
+    # Full names: dlib's metrics may be imported in this process too (bench.metrics.utils).
+    bindings = {
+        "bench.metrics.mig.mig.num_train": 50,
+        "bench.metrics.dci.dci.num_train": 50,
+        "bench.metrics.irs.irs.diff_quantile": 0.5,
+        "bench.metrics.beta_vae.beta_vae_sklearn.batch_size": 2,
+        "bench.metrics.factor_vae.factor_vae_score.num_train": 3,
+        "bench.metrics.factor_vae.prune_dims.threshold": 1e9,
+        "bench.metrics.utils.discretizer.num_bins": 3,
+        "bench.metrics.utils.discretizer.discretizer_fn": _identity_discretizer,
+        "bench.metrics.utils.predictor.predictor_fn": logistic_regression_cv,
+        "bench.metrics.downstream_task.downstream_task.num_test": 7,
+    }
+    try:
+        for key, value in bindings.items():
+            gin.bind_parameter(key, value)
+        np.random.seed(123)
+        bound = evaluate(method, data, cfg, RunRecord(tmp_path / "bound"), torch.device("cpu"))
+    finally:
+        gin.clear_config()
+    for name in metrics:
+        assert bound[name]["values"] == clean[name]["values"], name
 
 
 def test_finished_metrics_are_kept_and_changed_settings_rescored(tmp_path):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from bench.metrics.beta_vae import compute_beta_vae_sklearn
 from bench.metrics.dci import compute_dci
+from bench.metrics.dlib_reference import qualify_bindings
 from bench.metrics.downstream_task import compute_downstream_task
 from bench.metrics.factor_vae import compute_factor_vae
 from bench.metrics.irs import compute_irs
@@ -96,12 +97,8 @@ CASES = {
         (),
     ),
 }
-# Only ours takes these: parallel fits (same numbers) and the predictor dlib gets from gin.
-OUR_EXTRA = {
-    "dci": {"n_jobs": 2},
-    "downstream_gbt": {"n_jobs": 2},
-    "downstream_lr": {"predictor": "logistic_regression_cv"},
-}
+# Only ours takes these: parallel fits (same numbers).
+OUR_EXTRA = {"dci": {"n_jobs": 2}, "downstream_gbt": {"n_jobs": 2}}
 OURS = {
     "dci": compute_dci,
     "factor_vae": compute_factor_vae,
@@ -115,15 +112,16 @@ OURS = {
 }
 
 
-def run_dlib(module, function, data, represent, seed, hyperparams, bindings):
+def run_with_bindings(function, package, data, represent, seed, hyperparams, bindings):
+    """``function`` the way a dlib script calls it: gin bindings (written for ``package``'s
+    configurables, as both libraries are imported here), the global RNG seeded to 0 (how
+    dlib's reference numbers are made, metrics.md §1), then ``RandomState(seed)``."""
     import gin
 
-    gin.parse_config_files_and_bindings([], bindings)
+    gin.parse_config_files_and_bindings([], qualify_bindings(bindings, package))
     try:
-        np.random.seed(0)  # how dlib's reference numbers are made (metrics.md §1)
-        return getattr(module, function)(
-            data, represent, np.random.RandomState(seed), **hyperparams
-        )
+        np.random.seed(0)
+        return function(data, represent, np.random.RandomState(seed), **hyperparams)
     finally:
         gin.clear_config()
 
@@ -156,9 +154,9 @@ def check_equivalence(dlib_metrics, metric, sizes, kinds, seed):
     module_name, function, hyperparams, bindings, tolerance, corrected = CASES[metric]
     data = FactorGrid(tuple(sizes))
     expected, dlib_error = outcome(
-        lambda: run_dlib(
-            dlib_metrics[module_name],
-            function,
+        lambda: run_with_bindings(
+            getattr(dlib_metrics[module_name], function),
+            "evaluation.metrics",
             data,
             make_representation(kinds, len(sizes), seed),
             seed,
@@ -167,12 +165,14 @@ def check_equivalence(dlib_metrics, metric, sizes, kinds, seed):
         )
     )
     ours, our_error = outcome(
-        lambda: OURS[metric](
+        lambda: run_with_bindings(
+            OURS[metric],
+            "bench.metrics",
             data,
             make_representation(kinds, len(sizes), seed),
-            np.random.RandomState(seed),
-            **hyperparams,
-            **OUR_EXTRA.get(metric, {}),
+            seed,
+            {**hyperparams, **OUR_EXTRA.get(metric, {})},
+            bindings,
         )
     )
     if dlib_error is not None:  # e.g. explicitness on a constant code: both must refuse

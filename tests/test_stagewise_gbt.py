@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import GradientBoostingClassifier
 
-from bench.metrics.dci import seeded_gbt_fits
+from bench.metrics.dci import _threads_per_fit, seeded_gbt_fits
 from bench.metrics.stagewise_gbt import StagewiseGradientBoostingClassifier, seed_states
 
 
@@ -49,7 +49,14 @@ def test_dci_fits_spread_over_threads_equal_the_sequential_ones():
     labels = [rng.randint(0, 3, 300), rng.randint(0, 5, 300)]
     tasks = [(x, y, x[:100], y[:100]) for y in labels]
     sequential = seeded_gbt_fits(tasks, global_seed=3, n_jobs=1)
-    threaded = seeded_gbt_fits(tasks, global_seed=3, n_jobs=8)  # 2 processes × 4 threads
+    threaded = seeded_gbt_fits(tasks, global_seed=3, n_jobs=8)  # 2 processes: 3 and 5 threads
     for (a, *scores_a), (b, *scores_b) in zip(sequential, threaded, strict=True):
         np.testing.assert_array_equal(a, b)
         assert scores_a == scores_b
+
+
+def test_spare_cores_go_to_the_fits_with_the_most_trees():
+    mpi3d = [600, 600, 100, 300, 300, 4000, 4000]  # trees of MPI3D's seven factors' GBTs
+    assert _threads_per_fit(mpi3d, 16) == [1, 1, 1, 1, 1, 6, 6]
+    assert _threads_per_fit(mpi3d, 2) == [1] * 7  # fewer cores than fits: processes only
+    assert _threads_per_fit([300, 500], 8) == [3, 5]

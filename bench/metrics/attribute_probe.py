@@ -64,9 +64,9 @@ def compute_attribute_probe(
         attributes, names = factor_attributes(factors, ground_truth_data.factors_num_values)
         partition = np.repeat([TRAIN, VALID, TEST], sizes)
     codes = obtain_representation(observations, representation_function, batch_size)
-    check_codes("attribute_probe", codes.T)
+    check_codes("attribute_probe", codes)
     return probe_scores(
-        codes, attributes, partition, names, random_state, epochs, batch_size, learning_rate
+        codes.T, attributes, partition, names, random_state, epochs, batch_size, learning_rate
     )
 
 

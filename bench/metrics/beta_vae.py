@@ -12,10 +12,11 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from bench.metrics.legacy import LegacyLogisticRegression
-from bench.metrics.spec import MetricSpec, check_codes, check_factor_sizes
-from bench.metrics.utils import RepresentationFunction
+from bench.metrics.spec import MetricSpec, check_codes
+from bench.metrics.utils import RepresentationFunction, dlib_configurable
 
 
+@dlib_configurable("beta_vae_sklearn", ["batch_size", "num_train", "num_eval"])
 def compute_beta_vae_sklearn(
     ground_truth_data,
     representation_function: RepresentationFunction,
@@ -29,15 +30,14 @@ def compute_beta_vae_sklearn(
     """``sklearn_legacy``: scikit-learn 0.21's liblinear fit, which also draws one number from
     ``random_state`` between the training and eval samples (bench.metrics.legacy)."""
     del artifact_dir
-    check_factor_sizes("beta_vae_sklearn", ground_truth_data)
-    train_points, train_labels = _points(
+    train_points, train_labels = _generate_training_batch(
         ground_truth_data, representation_function, batch_size, num_train, random_state
     )
     model_cls = LegacyLogisticRegression if sklearn_legacy else LogisticRegression
     model = model_cls(random_state=random_state)
     model.fit(train_points, train_labels)
     train_accuracy = np.mean(model.predict(train_points) == train_labels)
-    eval_points, eval_labels = _points(
+    eval_points, eval_labels = _generate_training_batch(
         ground_truth_data, representation_function, batch_size, num_eval, random_state
     )
     return {
@@ -46,30 +46,41 @@ def compute_beta_vae_sklearn(
     }
 
 
-def _points(ground_truth_data, representation_function, batch_size, num_points, random_state):
+def _generate_training_batch(
+    ground_truth_data, representation_function, batch_size, num_points, random_state
+) -> tuple[np.ndarray, np.ndarray]:
+    """``num_points`` features (num_points, D) and their labels (the fixed factors)."""
     labels = np.zeros(num_points, dtype=np.int64)
     points = None
     for i in range(num_points):
-        factor = random_state.randint(ground_truth_data.num_factors)
-        factors1 = ground_truth_data.sample_factors(batch_size, random_state)
-        factors2 = ground_truth_data.sample_factors(batch_size, random_state)
-        factors2[:, factor] = factors1[:, factor]
-        observations1 = ground_truth_data.sample_observations_from_factors(factors1, random_state)
-        observations2 = ground_truth_data.sample_observations_from_factors(factors2, random_state)
-        codes1 = np.asarray(representation_function(observations1))
-        codes2 = np.asarray(representation_function(observations2))
-        if i == 0:
-            check_codes("beta_vae", codes1.T)
-        feature = np.mean(np.abs(codes1 - codes2), axis=0)
+        labels[i], feature = _generate_training_sample(
+            ground_truth_data, representation_function, batch_size, random_state
+        )
         if points is None:
             points = np.zeros((num_points, feature.shape[0]))
-        labels[i], points[i] = factor, feature
+        points[i] = feature
     return points, labels
+
+
+def _generate_training_sample(
+    ground_truth_data, representation_function, batch_size, random_state
+) -> tuple[int, np.ndarray]:
+    """A random factor, fixed across two batches, and the mean absolute code difference."""
+    factor = random_state.randint(ground_truth_data.num_factors)
+    factors1 = ground_truth_data.sample_factors(batch_size, random_state)
+    factors2 = ground_truth_data.sample_factors(batch_size, random_state)
+    factors2[:, factor] = factors1[:, factor]
+    observations1 = ground_truth_data.sample_observations_from_factors(factors1, random_state)
+    observations2 = ground_truth_data.sample_observations_from_factors(factors2, random_state)
+    codes1 = np.asarray(representation_function(observations1))
+    codes2 = np.asarray(representation_function(observations2))
+    check_codes("beta_vae", codes1.T)
+    return factor, np.mean(np.abs(codes1 - codes2), axis=0)
 
 
 SPEC = MetricSpec(
     name="beta_vae",
-    function=compute_beta_vae_sklearn,
+    function=compute_beta_vae_sklearn.__wrapped__,
     version="1",
     higher_is_better=True,
     keys=("train_accuracy", "eval_accuracy"),

@@ -9,10 +9,12 @@ informativeness is the mean train / test accuracy.
 
 dlib's trees take their tie-breaking seeds from the *global* numpy RNG, and its reference
 numbers are made with ``np.random.seed(0)`` before the metric. Here factor k's classifier gets
-``RandomState(global_seed)`` advanced past the trees of factors 0..k-1, which is the stream it
-would see in dlib's sequential loop: the fits run in parallel (and, given more cores than
-factors, the trees of each boosting stage too: ``bench.metrics.stagewise_gbt``) and the
-numbers stay identical, without touching the global RNG.
+that stream advanced past the trees of factors 0..k-1, which is what it would see in dlib's
+sequential loop: the fits run in parallel (and, given more cores than factors, the trees of
+each boosting stage too: ``bench.metrics.stagewise_gbt``) and the numbers stay identical.
+``global_seed=None`` (the default, as a drop-in for dlib) starts from the global RNG's
+current state and leaves it advanced as dlib's fits would; bench's own evaluation passes
+``global_seed=0``, a stream of its own, so its numbers never depend on what ran before.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ import scipy.stats
 from joblib import Parallel, delayed
 
 from bench.metrics.fast_gbt import HistogramGBT
-from bench.metrics.spec import MetricSpec, sample_train_test
+from bench.metrics.spec import MetricSpec, fixed_data_codes, sample_train_test
 from bench.metrics.stagewise_gbt import StagewiseGradientBoostingClassifier
-from bench.metrics.utils import RepresentationFunction
+from bench.metrics.utils import RepresentationFunction, dlib_configurable, split_train_test
 from bench.progress import log as progress
 
 MAX_INT = np.iinfo(np.int32).max
 
 
+@dlib_configurable("dci", ["num_train", "num_test", "batch_size"])
 def compute_dci(
     ground_truth_data,
     representation_function: RepresentationFunction,
@@ -44,10 +47,11 @@ def compute_dci(
     num_train: int = 10000,
     num_test: int = 5000,
     batch_size: int = 16,
-    global_seed: int = 0,
+    global_seed: int | None = None,
     n_jobs: int = -1,
 ) -> dict[str, float]:
-    """``n_jobs`` parallel fits change the time, never the numbers."""
+    """``global_seed``: the trees' seed stream (None: numpy's global RNG, as dlib). ``n_jobs``
+    parallel fits change the time, never the numbers."""
     del artifact_dir
     mus_train, ys_train, mus_test, ys_test = sample_train_test(
         "dci",
@@ -58,7 +62,23 @@ def compute_dci(
         num_test,
         batch_size,
     )
-    return dci_from_codes(mus_train, ys_train, mus_test, ys_test, global_seed, n_jobs)
+    return _compute_dci(mus_train, ys_train, mus_test, ys_test, global_seed, n_jobs)
+
+
+@dlib_configurable("dci_validation", ["train_percentage", "batch_size"])
+def compute_dci_on_fixed_data(
+    observations: np.ndarray,
+    labels: np.ndarray,
+    representation_function: RepresentationFunction,
+    train_percentage: float,
+    batch_size: int = 100,
+) -> dict[str, float]:
+    """DCI on fixed observations and their factors (K, N), the first ``train_percentage`` of
+    them for training; its trees seeded from numpy's global RNG, as dlib's."""
+    codes = fixed_data_codes("dci", observations, labels, representation_function, batch_size)
+    mus_train, mus_test = split_train_test(codes, train_percentage)
+    ys_train, ys_test = split_train_test(labels, train_percentage)
+    return _compute_dci(mus_train, ys_train, mus_test, ys_test)
 
 
 def compute_dci_fast(
@@ -92,7 +112,7 @@ def compute_dci_fast(
         [_trees_per_fit(y) for y in ys_train],
         n_jobs,
     )
-    return scores_from_fits(fits)
+    return scores_from_importance(*importance_from_fits(fits))
 
 
 def _fit_histogram_gbt(x_train, y_train, x_test, y_test, max_bins: int):
@@ -104,27 +124,48 @@ def _fit_histogram_gbt(x_train, y_train, x_test, y_test, max_bins: int):
     )
 
 
-def dci_from_codes(
+def _compute_dci(
     mus_train: np.ndarray,
     ys_train: np.ndarray,
     mus_test: np.ndarray,
     ys_test: np.ndarray,
-    global_seed: int = 0,
+    global_seed: int | None = None,
     n_jobs: int = -1,
 ) -> dict[str, float]:
     """DCI of codes (D, N) against factors (K, N)."""
-    tasks = [
-        (mus_train.T, y, mus_test.T, y_test) for y, y_test in zip(ys_train, ys_test, strict=True)
-    ]
-    return scores_from_fits(seeded_gbt_fits(tasks, global_seed, n_jobs))
+    return scores_from_importance(
+        *compute_importance_gbt(mus_train, ys_train, mus_test, ys_test, global_seed, n_jobs)
+    )
 
 
-def scores_from_fits(fits: list[tuple[np.ndarray, float, float]]) -> dict[str, float]:
-    """DCI from one (importances, train accuracy, test accuracy) per factor: R is (D, K)."""
+def compute_importance_gbt(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    global_seed: int | None = None,
+    n_jobs: int = -1,
+) -> tuple[np.ndarray, float, float]:
+    """The importance matrix R (D, K) of codes (D, N) for factors (K, N), and the mean train
+    and test accuracies of the factors' GBTs."""
+    tasks = [(x_train.T, y, x_test.T, y_t) for y, y_t in zip(y_train, y_test, strict=True)]
+    return importance_from_fits(seeded_gbt_fits(tasks, global_seed, n_jobs))
+
+
+def importance_from_fits(
+    fits: list[tuple[np.ndarray, float, float]],
+) -> tuple[np.ndarray, float, float]:
+    """R (D, K) and the mean accuracies from one (importances, train, test accuracy) per factor."""
     importance = np.stack([f[0] for f in fits], axis=1)
+    return importance, float(np.mean([f[1] for f in fits])), float(np.mean([f[2] for f in fits]))
+
+
+def scores_from_importance(
+    importance: np.ndarray, train_accuracy: float, test_accuracy: float
+) -> dict[str, float]:
     return {
-        "informativeness_train": float(np.mean([f[1] for f in fits])),
-        "informativeness_test": float(np.mean([f[2] for f in fits])),
+        "informativeness_train": train_accuracy,
+        "informativeness_test": test_accuracy,
         "disentanglement": disentanglement(importance),
         "completeness": completeness(importance),
     }
@@ -136,8 +177,12 @@ def _trees_per_fit(labels: np.ndarray, n_estimators: int = 100) -> int:
     return n_estimators * (classes if classes > 2 else 1)
 
 
-def _fit_gbt(x_train, y_train, x_test, y_test, global_seed: int, skip: int, threads: int):
-    rng = np.random.RandomState(global_seed)
+def _fit_gbt(x_train, y_train, x_test, y_test, stream: int | tuple, skip: int, threads: int):
+    """One default GBT whose trees draw from ``stream`` (a seed, or a RandomState's state)
+    after ``skip`` draws."""
+    rng = np.random.RandomState(stream if isinstance(stream, int) else 0)
+    if not isinstance(stream, int):
+        rng.set_state(stream)
     if skip:
         rng.randint(0, MAX_INT, size=skip)  # the draws of the trees fitted before this one
     model = StagewiseGradientBoostingClassifier(random_state=rng)
@@ -153,30 +198,45 @@ def _fit_gbt(x_train, y_train, x_test, y_test, global_seed: int, skip: int, thre
 
 def seeded_gbt_fits(
     tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-    global_seed: int = 0,
+    global_seed: int | None = 0,
     n_jobs: int = -1,
 ) -> list[tuple[np.ndarray, float, float]]:
     """(importances, train accuracy, test accuracy) of one default GBT per task
     (x_train, y_train, x_test, y_test), equal to fitting them one after the other with the
-    global RNG seeded to ``global_seed``, as dlib does.
+    global RNG seeded to ``global_seed``, as dlib does. With None, they draw from the global
+    RNG as it stands, and leave it advanced past every tree, exactly as dlib's loop would.
 
     The fits run in parallel processes, the largest first. With more workers than fits
     (more cores than factors), each fit also spreads the trees of every boosting stage over
-    threads, so the spare cores help too. (With fewer, threads would only add contention for
-    the GIL: measured 78 s against 71 s on the 2-core benchmark case.)
+    threads, the spare cores going to the fits with the most trees, in proportion: on 16
+    cores MPI3D's two 40-class factors get 6 threads each and its five small ones one. (With
+    fewer cores than fits, threads would only add contention for the GIL: measured 78 s
+    against 71 s on the 2-core benchmark case.)
     """
     trees = [_trees_per_fit(y_train) for _, y_train, _, _ in tasks]
     skips = np.cumsum([0, *trees[:-1]])
     workers = joblib.cpu_count() if n_jobs < 0 else n_jobs
-    threads = max(1, workers // len(tasks))
-    return _largest_first(
+    threads = _threads_per_fit(trees, workers)
+    stream = np.random.get_state() if global_seed is None else global_seed
+    fits = _largest_first(
         [
-            partial(_fit_gbt, *task, global_seed, int(skip), threads)
-            for task, skip in zip(tasks, skips, strict=True)
+            partial(_fit_gbt, *task, stream, int(skip), fit_threads)
+            for task, skip, fit_threads in zip(tasks, skips, threads, strict=True)
         ],
         trees,
         min(workers, len(tasks)),
     )
+    if global_seed is None:
+        np.random.randint(0, MAX_INT, size=sum(trees))  # where dlib's loop leaves it
+    return fits
+
+
+def _threads_per_fit(trees: list[int], workers: int) -> list[int]:
+    """Threads for each fit's per-class trees: one each unless there are more workers than
+    fits, then the workers shared out in proportion to the fits' trees."""
+    if workers <= len(trees):
+        return [1] * len(trees)
+    return [max(1, round(workers * count / sum(trees))) for count in trees]
 
 
 def _largest_first(calls: list, costs: list[int], n_jobs: int) -> list:
@@ -193,8 +253,18 @@ def _largest_first(calls: list, costs: list[int], n_jobs: int) -> list:
     return ordered
 
 
+def disentanglement_per_code(importance: np.ndarray) -> np.ndarray:
+    """1 − the entropy (base K) of each code's row of R (D, K)."""
+    return 1.0 - scipy.stats.entropy(importance.T + 1e-11, base=importance.shape[1])
+
+
+def completeness_per_factor(importance: np.ndarray) -> np.ndarray:
+    """1 − the entropy (base D) of each factor's column of R (D, K)."""
+    return 1.0 - scipy.stats.entropy(importance + 1e-11, base=importance.shape[0])
+
+
 def disentanglement(importance: np.ndarray) -> float:
-    per_code = 1.0 - scipy.stats.entropy(importance.T + 1e-11, base=importance.shape[1])
+    per_code = disentanglement_per_code(importance)
     if importance.sum() == 0.0:
         importance = np.ones_like(importance)
     code_importance = importance.sum(axis=1) / importance.sum()
@@ -202,7 +272,7 @@ def disentanglement(importance: np.ndarray) -> float:
 
 
 def completeness(importance: np.ndarray) -> float:
-    per_factor = 1.0 - scipy.stats.entropy(importance + 1e-11, base=importance.shape[0])
+    per_factor = completeness_per_factor(importance)
     if importance.sum() == 0.0:
         importance = np.ones_like(importance)
     factor_importance = importance.sum(axis=0) / importance.sum()
@@ -211,10 +281,11 @@ def completeness(importance: np.ndarray) -> float:
 
 SPEC = MetricSpec(
     name="dci",
-    function=compute_dci,
+    function=compute_dci.__wrapped__,
     version="1",
     higher_is_better=True,
     keys=("disentanglement", "completeness", "informativeness_train", "informativeness_test"),
     fast_function=compute_dci_fast,
     fast_version="1-fast",
+    evaluation_values={"global_seed": 0},
 )

@@ -1,8 +1,9 @@
 """disentanglement_lib's metric .gin files, read into our metrics' hyperparameters.
 
 dlib's own files work unchanged (``bench eval RUN --gin dci.gin``): gin's parser reads them,
-and each binding maps onto a metric and hyperparameter here. Nothing is registered with gin
-and no gin state is set, so nothing leaks from one evaluation to the next.
+and each binding maps onto a metric and hyperparameter here. No gin binding is made, so
+nothing leaks from one evaluation to the next, nor into a user's own gin calls (for those,
+the metric modules register dlib's configurable names: ``bench.metrics.utils``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from gin import config_parser
 
+from bench.metrics.downstream_task import PREDICTORS
 from bench.registry import BenchError
 
 # dlib's configurable names -> ours
@@ -29,7 +31,6 @@ METRIC_NAMES = {
     "unsupervised_metrics": "unsupervised",
 }
 DISCRETIZED = ("mig", "modularity_explicitness", "irs", "unsupervised")
-PREDICTORS = ("gradient_boosting_classifier", "logistic_regression_cv")
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,9 @@ def _apply(path: Path, settings: GinSettings, selector: str, arg: str, value: An
         _set(settings, "factor_vae", "prune_threshold", float(value))
     elif binding == "predictor.predictor_fn":
         if not isinstance(value, Reference) or value.name not in PREDICTORS:
-            raise BenchError(f"{path}: predictor.predictor_fn must be one of {PREDICTORS}")
+            raise BenchError(
+                f"{path}: predictor.predictor_fn must be one of {', '.join(PREDICTORS)}"
+            )
         _set(settings, "downstream_task", "predictor", value.name)
     elif selector in METRIC_NAMES:
         _set(

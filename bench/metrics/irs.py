@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.metrics.spec import MetricSpec, check_codes, check_factor_sizes
+from bench.metrics.spec import MetricSpec, check_codes
 from bench.metrics.utils import (
     RepresentationFunction,
+    discretize,
+    dlib_configurable,
     generate_batch_factor_code,
-    histogram_discretize,
 )
 
 
+@dlib_configurable("irs", ["diff_quantile", "num_train", "batch_size"])
 def compute_irs(
     ground_truth_data,
     representation_function: RepresentationFunction,
@@ -28,41 +30,66 @@ def compute_irs(
     diff_quantile: float = 0.99,
     num_train: int = 10000,
     batch_size: int = 16,
-    num_bins: int = 20,
+    num_bins: int | None = None,
 ) -> dict[str, float]:
+    """``num_bins``: histogram bins for the factors; None, dlib's ``discretizer`` bindings."""
     del artifact_dir
-    check_factor_sizes("irs", ground_truth_data)
     mus, ys = generate_batch_factor_code(
         ground_truth_data, representation_function, num_train, random_state, batch_size
     )
     check_codes("irs", mus)
-    ys_discrete = histogram_discretize(ys, num_bins)
-    active = mus[mus.var(axis=1) > 0.0]
-    score = 0.0 if not active.any() else irs_score(ys_discrete.T, active.T, diff_quantile)
+    ys_discrete = discretize(ys, num_bins)
+    active = _drop_constant_dims(mus)
+    score = (
+        0.0
+        if not active.any()
+        else scalable_disentanglement_score(ys_discrete.T, active.T, diff_quantile)["avg_score"]
+    )
     return {"IRS": float(score), "num_active_dims": len(active)}
 
 
-def irs_score(factors: np.ndarray, latents: np.ndarray, diff_quantile: float = 0.99) -> float:
-    """IRS of latents (N, L) against discrete factors (N, K)."""
+def _drop_constant_dims(ys: np.ndarray) -> np.ndarray:
+    """The rows of a matrix that are not constant."""
+    ys = np.asarray(ys)
+    if ys.ndim != 2:
+        raise ValueError("Expecting a matrix.")
+    return ys[ys.var(axis=1) > 0.0]
+
+
+def scalable_disentanglement_score(
+    gen_factors: np.ndarray, latents: np.ndarray, diff_quantile: float = 0.99
+) -> dict[str, float | np.ndarray]:
+    """IRS of latents (N, L) against discrete factors (N, K): ``avg_score``, and per latent
+    ``disentanglement_scores`` and ``parents`` (the factor it is most robust to)."""
     max_deviations = np.max(np.abs(latents - latents.mean(axis=0)), axis=0)
-    cum_deviations = np.zeros((latents.shape[1], factors.shape[1]))
-    for i in range(factors.shape[1]):
-        values = np.unique(factors[:, i])
+    cum_deviations = np.zeros((latents.shape[1], gen_factors.shape[1]))
+    for i in range(gen_factors.shape[1]):
+        values = np.unique(gen_factors[:, i])
         for value in values:
-            group = latents[factors[:, i] == value]
+            group = latents[gen_factors[:, i] == value]
             deviations = np.abs(group - np.mean(group, axis=0))
             cum_deviations[:, i] += np.percentile(deviations, q=diff_quantile * 100, axis=0)
         cum_deviations[:, i] /= len(values)
-    scores = (1.0 - cum_deviations / max_deviations[:, np.newaxis]).max(axis=1)
+    irs_matrix = 1.0 - cum_deviations / max_deviations[:, np.newaxis]
+    scores = irs_matrix.max(axis=1)
     if np.sum(max_deviations) > 0.0:
-        return float(np.average(scores, weights=max_deviations))
-    return float(np.mean(scores))
+        average = np.average(scores, weights=max_deviations)
+    else:
+        average = np.mean(scores)
+    return {
+        "disentanglement_scores": scores,
+        "avg_score": float(average),
+        "parents": irs_matrix.argmax(axis=1),
+        "IRS_matrix": irs_matrix,
+        "max_deviations": max_deviations,
+    }
 
 
 SPEC = MetricSpec(
     name="irs",
-    function=compute_irs,
+    function=compute_irs.__wrapped__,
     version="1",
     higher_is_better=True,
     keys=("IRS", "num_active_dims"),
+    evaluation_values={"num_bins": 20},
 )

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.metrics.spec import MetricSpec, check_codes, check_factor_sizes
+from bench.metrics.spec import MetricSpec, check_codes, check_factors, fixed_data_codes
 from bench.metrics.utils import (
     RepresentationFunction,
     discrete_entropy,
     discrete_mutual_info,
+    discretize,
+    dlib_configurable,
     generate_batch_factor_code,
-    histogram_discretize,
 )
 
 
+@dlib_configurable("mig", ["num_train", "batch_size"])
 def compute_mig(
     ground_truth_data,
     representation_function: RepresentationFunction,
@@ -26,30 +28,47 @@ def compute_mig(
     artifact_dir: str | None = None,
     num_train: int = 10000,
     batch_size: int = 16,
-    num_bins: int = 20,
+    num_bins: int | None = None,
 ) -> dict[str, float]:
-    """MIG of ``representation_function`` on ``num_train`` points: ``{"discrete_mig": ...}``."""
+    """MIG of ``representation_function`` on ``num_train`` points: ``{"discrete_mig": ...}``.
+    ``num_bins``: histogram bins; None, dlib's ``discretizer`` bindings."""
     del artifact_dir
-    check_factor_sizes("mig", ground_truth_data)
     codes, factors = generate_batch_factor_code(
         ground_truth_data, representation_function, num_train, random_state, batch_size
     )
     check_codes("mig", codes, min_dims=2)
-    return {"discrete_mig": mig_from_codes(codes, factors, num_bins)}
+    check_factors("mig", factors)
+    return _compute_mig(codes, factors, num_bins)
 
 
-def mig_from_codes(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> float:
+@dlib_configurable("mig_validation", ["batch_size"])
+def compute_mig_on_fixed_data(
+    observations: np.ndarray,
+    labels: np.ndarray,
+    representation_function: RepresentationFunction,
+    batch_size: int = 100,
+) -> dict[str, float]:
+    """MIG on fixed observations and their factors (K, N), discretised as ``discretizer``
+    says (dlib's ``mig_validation``)."""
+    codes = fixed_data_codes("mig", observations, labels, representation_function, batch_size)
+    return _compute_mig(codes, labels)
+
+
+def _compute_mig(
+    mus_train: np.ndarray, ys_train: np.ndarray, num_bins: int | None = None
+) -> dict[str, float]:
     """MIG of codes (D, N) against discrete factors (K, N)."""
-    m = discrete_mutual_info(histogram_discretize(codes, num_bins), factors)
-    entropy = discrete_entropy(factors)
+    m = discrete_mutual_info(discretize(mus_train, num_bins), ys_train)
+    entropy = discrete_entropy(ys_train)
     top_two = np.sort(m, axis=0)[::-1][:2]
-    return float(np.mean((top_two[0] - top_two[1]) / entropy))
+    return {"discrete_mig": float(np.mean((top_two[0] - top_two[1]) / entropy))}
 
 
 SPEC = MetricSpec(
     name="mig",
-    function=compute_mig,
+    function=compute_mig.__wrapped__,
     version="1",
     higher_is_better=True,
     keys=("discrete_mig",),
+    evaluation_values={"num_bins": 20},
 )

@@ -17,12 +17,14 @@ from bench.metrics.spec import MetricSpec, sample_train_test
 from bench.metrics.utils import (
     RepresentationFunction,
     discrete_mutual_info,
-    histogram_discretize,
+    discretize,
+    dlib_configurable,
     normalize_data,
 )
 from bench.registry import BenchError
 
 
+@dlib_configurable("modularity_explicitness", ["num_train", "num_test", "batch_size"])
 def compute_modularity_explicitness(
     ground_truth_data,
     representation_function: RepresentationFunction,
@@ -31,10 +33,11 @@ def compute_modularity_explicitness(
     num_train: int = 10000,
     num_test: int = 5000,
     batch_size: int = 16,
-    num_bins: int = 20,
+    num_bins: int | None = None,
     sklearn_legacy: bool = False,
 ) -> dict[str, float]:
-    """``sklearn_legacy``: scikit-learn 0.21's liblinear one-vs-rest fits, seeded as dlib's run
+    """``num_bins``: histogram bins for the codes; None, dlib's ``discretizer`` bindings.
+    ``sklearn_legacy``: scikit-learn 0.21's liblinear one-vs-rest fits, seeded as dlib's run
     after ``np.random.seed(0)`` would seed them (bench.metrics.legacy)."""
     del artifact_dir
     mus_train, ys_train, mus_test, ys_test = sample_train_test(
@@ -46,7 +49,7 @@ def compute_modularity_explicitness(
         num_test,
         batch_size,
     )
-    mutual_information = discrete_mutual_info(histogram_discretize(mus_train, num_bins), ys_train)
+    mutual_information = discrete_mutual_info(discretize(mus_train, num_bins), ys_train)
     if np.any(np.std(mus_train, axis=1) == 0):
         raise BenchError(
             "modularity_explicitness: a code dimension is constant, so it cannot be "
@@ -75,8 +78,11 @@ def compute_modularity_explicitness(
 
 
 def explicitness_per_factor(
-    mus_train, y_train, mus_test, y_test, classifier
+    mus_train, y_train, mus_test, y_test, classifier=None
 ) -> tuple[float, float]:
+    """Train and test macro AUROC of ``classifier`` (default: ``LogisticRegression()``)
+    predicting the factor from codes (D, N)."""
+    classifier = LogisticRegression() if classifier is None else classifier
     classifier.fit(mus_train.T, y_train)
     binarizer = MultiLabelBinarizer()
     train = roc_auc_score(
@@ -100,8 +106,9 @@ def modularity(mutual_information: np.ndarray) -> float:
 
 SPEC = MetricSpec(
     name="modularity_explicitness",
-    function=compute_modularity_explicitness,
+    function=compute_modularity_explicitness.__wrapped__,
     version="1",
     higher_is_better=True,
     keys=("modularity_score", "explicitness_score_train", "explicitness_score_test"),
+    evaluation_values={"num_bins": 20},
 )

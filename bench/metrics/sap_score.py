@@ -11,10 +11,11 @@ import numpy as np
 from sklearn.svm import LinearSVC
 
 from bench.metrics.legacy import legacy_linear_svc
-from bench.metrics.spec import MetricSpec, sample_train_test
-from bench.metrics.utils import RepresentationFunction
+from bench.metrics.spec import MetricSpec, fixed_data_codes, sample_train_test
+from bench.metrics.utils import RepresentationFunction, dlib_configurable, split_train_test
 
 
+@dlib_configurable("sap_score", ["num_train", "num_test", "batch_size", "continuous_factors"])
 def compute_sap(
     ground_truth_data,
     representation_function: RepresentationFunction,
@@ -39,12 +40,41 @@ def compute_sap(
         batch_size,
         min_dims=2,
     )
-    score = score_matrix(mus, ys, mus_test, ys_test, continuous_factors, sklearn_legacy)
-    top_two = np.sort(score, axis=0)[::-1][:2]
-    return {"SAP_score": float(np.mean(top_two[0] - top_two[1]))}
+    return _compute_sap(mus, ys, mus_test, ys_test, continuous_factors, sklearn_legacy)
 
 
-def score_matrix(
+@dlib_configurable("sap_score_validation", ["train_percentage", "continuous_factors", "batch_size"])
+def compute_sap_on_fixed_data(
+    observations: np.ndarray,
+    labels: np.ndarray,
+    representation_function: RepresentationFunction,
+    train_percentage: float,
+    continuous_factors: bool,
+    batch_size: int = 100,
+) -> dict[str, float]:
+    """SAP on fixed observations and their factors (K, N), the first ``train_percentage`` of
+    them for training (dlib's ``sap_score_validation``)."""
+    codes = fixed_data_codes("sap", observations, labels, representation_function, batch_size)
+    mus_train, mus_test = split_train_test(codes, train_percentage)
+    ys_train, ys_test = split_train_test(labels, train_percentage)
+    return _compute_sap(mus_train, ys_train, mus_test, ys_test, continuous_factors)
+
+
+def _compute_sap(
+    mus, ys, mus_test, ys_test, continuous_factors: bool, sklearn_legacy: bool = False
+) -> dict[str, float]:
+    """SAP of train and test codes (D, N) against factors (K, N)."""
+    score = compute_score_matrix(mus, ys, mus_test, ys_test, continuous_factors, sklearn_legacy)
+    return {"SAP_score": compute_avg_diff_top_two(score)}
+
+
+def compute_avg_diff_top_two(matrix: np.ndarray) -> float:
+    """Mean over columns of the gap between the two largest entries."""
+    ordered = np.sort(matrix, axis=0)
+    return float(np.mean(ordered[-1] - ordered[-2]))
+
+
+def compute_score_matrix(
     mus, ys, mus_test, ys_test, continuous_factors: bool, sklearn_legacy: bool = False
 ) -> np.ndarray:
     """S (D, K): how well each single code dimension predicts each factor."""
@@ -70,7 +100,7 @@ def score_matrix(
 
 SPEC = MetricSpec(
     name="sap_score",
-    function=compute_sap,
+    function=compute_sap.__wrapped__,
     version="1",
     higher_is_better=True,
     keys=("SAP_score",),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,8 @@ from bench.registry import BenchError
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
+    # The metric itself, not the gin wrapper its module exports for dlib's scripts: bench's
+    # evaluation passes every setting, so no binding a user made reaches it.
     function: Callable[..., dict[str, float]]
     # Bumped whenever the numbers a metric gives for the same inputs change, so that
     # records scored by different versions are never mixed in one table.
@@ -28,6 +30,10 @@ class MetricSpec:
     # For a metric whose settings make numbers incomparable (TAD's grid step): a short text
     # of those settings from the hyperparameters, recorded with the score and shown by reports.
     protocol: Callable[[dict[str, Any]], str] | None = None
+    # What bench's own evaluation passes for hyperparameters whose default (None) means "as
+    # dlib does it": read from dlib's gin configurables (``discretizer``, ``prune_dims``,
+    # ``predictor``) or drawn from numpy's global RNG. A run's settings are all explicit.
+    evaluation_values: dict[str, Any] = field(default_factory=dict)
 
     def for_profile(self, profile: str) -> tuple[Callable[..., dict[str, float]], str]:
         """The function and version that score under ``profile`` ("exact" or "fast")."""
@@ -40,6 +46,13 @@ class MetricSpec:
         variant scores exactly, whatever was asked."""
         return "fast" if profile == "fast" and self.fast_function is not None else "exact"
 
+    def hyperparameters(self, function: Callable[..., Any]) -> dict[str, Any]:
+        """The hyperparameters bench's evaluation passes ``function`` (this metric's exact or
+        fast variant) unless a run overrides them: every one, none left to gin."""
+        defaults = hyperparameter_defaults(function)
+        chosen = {k: v for k, v in self.evaluation_values.items() if k in defaults}
+        return {**defaults, **chosen}
+
 
 def hyperparameter_defaults(function: Callable[..., Any]) -> dict[str, Any]:
     """A metric function's hyperparameters: the keyword defaults after dlib's four arguments
@@ -48,13 +61,16 @@ def hyperparameter_defaults(function: Callable[..., Any]) -> dict[str, Any]:
     return {p.name: p.default for p in parameters}
 
 
-def check_factor_sizes(metric: str, ground_truth_data) -> None:
-    sizes = list(ground_truth_data.factors_num_values)
-    single = [k for k, size in enumerate(sizes) if size < 2]
+def check_factors(metric: str, factors: np.ndarray) -> None:
+    """``factors`` (K, N) as sampled: a factor that took one value has entropy 0 and cannot be
+    classified, so the metric is undefined for it. (Checked on the sample, not on the declared
+    ``factors_num_values``, which dlib's own test data declares as 1 for factors that vary.)"""
+    single = [k for k, row in enumerate(factors) if np.all(row == row[0])]
     if single:
         raise BenchError(
-            f"{metric}: factor {single[0]} has a single value (sizes {sizes}); "
-            "its entropy is 0, so the score is undefined: expose only factors that vary"
+            f"{metric}: factor {single[0]} has a single value in the {factors.shape[1]} "
+            "sampled points; its entropy is 0, so the score is undefined: expose only factors "
+            "that vary"
         )
 
 
@@ -87,7 +103,6 @@ def sample_train_test(
     (dlib's order): (mus_train, ys_train, mus_test, ys_test), codes (D, N), factors (K, N)."""
     from bench.metrics.utils import generate_batch_factor_code
 
-    check_factor_sizes(metric, ground_truth_data)
     mus_train, ys_train = generate_batch_factor_code(
         ground_truth_data, representation_function, num_train, random_state, batch_size
     )
@@ -95,4 +110,22 @@ def sample_train_test(
         ground_truth_data, representation_function, num_test, random_state, batch_size
     )
     check_codes(metric, mus_train, min_dims)
+    check_factors(metric, ys_train)
     return mus_train, ys_train, mus_test, ys_test
+
+
+def fixed_data_codes(
+    metric: str, observations: np.ndarray, labels: np.ndarray, representation_function, batch_size
+) -> np.ndarray:
+    """Codes (D, N) of a fixed set of observations whose factors ``labels`` are (K, N), for
+    dlib's ``*_validation`` variants of the metrics."""
+    from bench.metrics.utils import obtain_representation
+
+    if labels.shape[1] != len(observations):
+        raise BenchError(
+            f"{metric}: labels must be (factors, {len(observations)} observations), got "
+            f"{labels.shape}"
+        )
+    codes = obtain_representation(observations, representation_function, batch_size)
+    check_codes(metric, codes)
+    return codes

@@ -50,7 +50,7 @@ def compute_tad(
     count = min(num_eval, len(ground_truth_data))
     indices = random_state.choice(len(ground_truth_data), size=count, replace=False)
     observations = ground_truth_data.observations(indices)
-    codes = obtain_representation(observations, representation_function, batch_size)
+    codes = obtain_representation(observations, representation_function, batch_size).T
     if pca_units:
         codes = pca1_per_unit(codes, pca_units)
     return tad_score(codes, ground_truth_data.attributes[indices], grid_step)

@@ -1,13 +1,33 @@
-"""Helpers shared by the metrics, with disentanglement_lib's semantics (metrics.md §1.2-1.3)."""
+"""Helpers shared by the metrics, with disentanglement_lib's semantics (metrics.md §1.2-1.3),
+and dlib's ``evaluation/metrics/utils.py`` surface: the same functions and the gin
+configurables scripts bind (``discretizer``, ``histogram_discretizer``, ``predictor``,
+``gradient_boosting_classifier``, ``logistic_regression_cv``).
+
+Our configurables live under our module path (``bench.metrics.utils.discretizer``), as
+dlib's live under theirs. In a process that imports only one of the two, the short names
+(``discretizer.num_bins``) work; where both are imported, gin refuses a short name as
+ambiguous and a longer one says which is meant (``bench.metrics.utils.discretizer`` or
+``evaluation.metrics.utils.discretizer``). Nothing is ever bound to the other library.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import gin
 import numpy as np
 import sklearn.metrics
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.model_selection import KFold
 
 RepresentationFunction = Callable[[np.ndarray], np.ndarray]
+
+
+def dlib_configurable(name: str, parameters: Sequence[str] = ()) -> Callable:
+    """Register a function with gin as dlib's configurable ``name``, bindable in exactly the
+    ``parameters`` dlib's own takes (our extra keyword arguments are Python-only)."""
+    return gin.configurable(name, allowlist=list(parameters) or None)
 
 
 def generate_batch_factor_code(
@@ -44,30 +64,90 @@ def histogram_discretize(target: np.ndarray, num_bins: int = 20) -> np.ndarray:
     return discretized
 
 
-def discrete_mutual_info(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
-    """Plug-in mutual information (nats) of every code row with every factor row: (D, K)."""
-    m = np.zeros((codes.shape[0], factors.shape[0]))
-    for i in range(codes.shape[0]):
-        for j in range(factors.shape[0]):
-            m[i, j] = sklearn.metrics.mutual_info_score(factors[j, :], codes[i, :])
+# dlib's names for the discretizers (``@histogram_discretizer`` in gin files).
+_histogram_discretize = dlib_configurable("histogram_discretizer", ["num_bins"])(
+    histogram_discretize
+)
+
+
+@dlib_configurable("identity_discretizer", ["num_bins"])
+def _identity_discretizer(target: np.ndarray, num_bins: int | None = None) -> np.ndarray:
+    """No discretisation: for codes that are already discrete (dlib's tests use it)."""
+    del num_bins
+    return target
+
+
+@dlib_configurable("discretizer", ["num_bins", "discretizer_fn"])
+def make_discretizer(
+    target: np.ndarray,
+    num_bins: int = 20,
+    discretizer_fn: Callable[[np.ndarray, int], np.ndarray] = _histogram_discretize,
+) -> np.ndarray:
+    """``target`` (D, N) discretised as the ``discretizer`` bindings say (dlib requires both
+    bindings; unbound, these are its study's: 20 histogram bins)."""
+    return discretizer_fn(target, num_bins)
+
+
+def discretize(target: np.ndarray, num_bins: int | None) -> np.ndarray:
+    """Histogram labels with ``num_bins`` bins (bench's evaluation, which names every setting),
+    or with None, whatever dlib's ``discretizer`` bindings say (the drop-in path)."""
+    return make_discretizer(target) if num_bins is None else histogram_discretize(target, num_bins)
+
+
+@dlib_configurable("predictor", ["predictor_fn"])
+def make_predictor_fn(predictor_fn: Callable | None = None) -> Callable:
+    """The classifier factory ``predictor.predictor_fn`` names (unbound: dlib's study's GBT)."""
+    return gradient_boosting_classifier if predictor_fn is None else predictor_fn
+
+
+@dlib_configurable("logistic_regression_cv")
+def logistic_regression_cv() -> LogisticRegressionCV:
+    """Logistic regression over 10 Cs with 5 unshuffled folds; scoring pinned to accuracy,
+    dlib's (and today's) default, which scikit-learn 1.11 changes."""
+    return LogisticRegressionCV(Cs=10, cv=KFold(n_splits=5), scoring="accuracy")
+
+
+@dlib_configurable("gradient_boosting_classifier")
+def gradient_boosting_classifier() -> GradientBoostingClassifier:
+    """scikit-learn's default GBT; its trees draw from numpy's global RNG, as in dlib."""
+    return GradientBoostingClassifier()
+
+
+def discrete_mutual_info(mus: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Plug-in mutual information (nats) of every code row of ``mus`` with every factor row of
+    ``ys``: (D, K)."""
+    m = np.zeros((mus.shape[0], ys.shape[0]))
+    for i in range(mus.shape[0]):
+        for j in range(ys.shape[0]):
+            m[i, j] = sklearn.metrics.mutual_info_score(ys[j, :], mus[i, :])
     return m
 
 
-def discrete_entropy(factors: np.ndarray) -> np.ndarray:
+def discrete_entropy(ys: np.ndarray) -> np.ndarray:
     """Plug-in entropy (nats) of each factor row."""
-    return np.array([sklearn.metrics.mutual_info_score(row, row) for row in factors])
+    return np.array([sklearn.metrics.mutual_info_score(row, row) for row in ys])
 
 
 def obtain_representation(
     observations: np.ndarray, representation_function: RepresentationFunction, batch_size: int
 ) -> np.ndarray:
-    """Codes (N, D) of observations, in batches of ``batch_size`` (no random draws)."""
-    return np.concatenate(
-        [
-            np.asarray(representation_function(observations[start : start + batch_size]))
-            for start in range(0, len(observations), batch_size)
-        ]
+    """Codes (D, N) of observations, in batches of ``batch_size`` (no random draws)."""
+    return np.transpose(
+        np.concatenate(
+            [
+                np.asarray(representation_function(observations[start : start + batch_size]))
+                for start in range(0, len(observations), batch_size)
+            ]
+        )
     )
+
+
+def split_train_test(
+    observations: np.ndarray, train_percentage: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first ceil(N · train_percentage) columns of (D, N) ``observations``, and the rest."""
+    num_train = int(np.ceil(observations.shape[1] * train_percentage))
+    return observations[:, :num_train], observations[:, num_train:]
 
 
 def normalize_data(
