@@ -8,7 +8,8 @@ the metric's RandomState exactly as with images, so the numbers are those the me
 with the method's encoder called directly.
 
 Metrics never see the model: only a dataset with the ground-truth interface and a
-numpy-in/numpy-out representation function, as in disentanglement_lib.
+numpy-in/numpy-out representation function, as in disentanglement_lib; or, for FID, the
+dataset and a numpy-out function giving the images the model generates for its rows.
 """
 
 from __future__ import annotations
@@ -140,6 +141,21 @@ class EncodedAttributes:
         return np.asarray(indices)[:, None]
 
 
+class Generated:
+    """What generation metrics (FID) score: the images ``method`` generates for dataset rows
+    (``Method.generate``), as (n, H, W, C) floats in [0, 1]."""
+
+    def __init__(self, dataset, method: Method, device: torch.device) -> None:
+        self.dataset, self.method, self.device = dataset, method, device
+
+    @torch.no_grad()
+    def __call__(self, rows: np.ndarray, seed: int, steps: int) -> np.ndarray:
+        images = torch.from_numpy(self.dataset.images(rows)).to(self.device)
+        images = images.permute(0, 3, 1, 2).float().div_(255.0)
+        generated = self.method.generate(images, seed, steps)
+        return generated.permute(0, 2, 3, 1).float().cpu().numpy()
+
+
 def evaluate(
     method: Method,
     dataset,
@@ -202,10 +218,12 @@ def score_battery(
     )
     pca = Reduce(eval_cfg.reduce) == Reduce.pca1
     on_sample = pca and PcaFit(eval_cfg.pca_fit) == PcaFit.sample
-    if on_sample and set(eval_cfg.metrics) - {"tad"}:
+    # Which metrics read codes (FID reads generated images, whatever the reduction).
+    code_metrics = [m for m in eval_cfg.metrics if METRICS.get(m).scores == "codes"]
+    if on_sample and set(code_metrics) - {"tad"}:
         raise BenchError(
             "eval.pca_fit=sample fits the PCA on the images a metric scores, which only tad "
-            f"does; score {', '.join(m for m in eval_cfg.metrics if m != 'tad')} with "
+            f"does; score {', '.join(m for m in code_metrics if m != 'tad')} with "
             "eval.pca_fit=dataset"
         )
     prepared = False
@@ -213,7 +231,8 @@ def score_battery(
         spec = METRICS.get(name)
         function, version = spec.for_profile(eval_cfg.profile)
         hyperparams = {**spec.hyperparameters(function), **overrides.get(name, {})}
-        if on_sample:  # the metric reduces the tokens of the images it scores itself
+        reads_codes = spec.scores == "codes"
+        if on_sample and reads_codes:  # the metric reduces the tokens of the images it scores
             hyperparams["pca_units"] = method.code_units or method.representation_dim
         settings = {
             "version": version,
@@ -226,13 +245,13 @@ def score_battery(
         if spec.protocol is not None:
             settings["protocol"] = spec.protocol(hyperparams) + (
                 f", PCA on {eval_cfg.pca_rows or 'all'} dataset images"
-                if pca and not on_sample
+                if pca and not on_sample and reads_codes
                 else ""
             )
         previous = done.get(name, {})
         if {k: previous.get(k) for k in settings} == settings:
             continue
-        if not prepared:
+        if not prepared and reads_codes:
             if encode_all:
                 table.encode_all()
             if pca and not on_sample:
@@ -241,8 +260,13 @@ def score_battery(
         print(f"scoring {name} ({position} of {len(eval_cfg.metrics)}) ...", file=sys.stderr)
         start = time.perf_counter()
         with progress_messages():  # what long metrics (exact DCI) say while they run
+            scored = (
+                (dataset, Generated(dataset, method, device))
+                if spec.scores == "generated"
+                else (view, table.lookup)
+            )
             values = function(
-                view, table.lookup, np.random.RandomState(eval_cfg.random_seed), None, **hyperparams
+                *scored, np.random.RandomState(eval_cfg.random_seed), None, **hyperparams
             )
         seconds = time.perf_counter() - start
         print(f"scored {name} in {seconds:.1f} s", file=sys.stderr, flush=True)

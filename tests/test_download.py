@@ -101,6 +101,19 @@ def test_a_file_without_a_published_hash_is_checked_by_size(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_file_checked_by_its_sha256_prefix(server, tmp_path):
+    """As the FID Inception weights are: the name carries the first digits of the sha256."""
+    prefix = SHA256.split(":")[1][:8]
+    good = RemoteFile("good.bin", server.url("good.bin"), None, sha256_prefix=prefix)
+    assert fetch(good, tmp_path, progress=False).read_bytes() == PAYLOAD
+    other = RemoteFile("corrupt.bin", server.url("corrupt.bin"), None, sha256_prefix=prefix)
+    with pytest.raises(DatasetFileError, match=f"does not start with {prefix}"):
+        fetch(other, tmp_path, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["good.bin"]
+    weights = download.SOURCES["fid-inception"].files[0]
+    assert weights.sha256_prefix == weights.name.rsplit("-", 1)[1].split(".")[0]
+
+
 def test_an_interrupted_download_resumes(server, tmp_path):
     server.cut["good.bin"] = 300_000
     with pytest.raises(DatasetFileError, match="run the same command again to resume"):

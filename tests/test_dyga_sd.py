@@ -339,3 +339,22 @@ def test_weights_saved_before_the_anchoring_component_still_load():
     again.load_state_dict(state)
     assert int(again.anchoring.anchor_refits) == 1
     torch.testing.assert_close(again.anchoring.anchor_means, model.anchoring.anchor_means)
+
+
+def test_generation_for_fid_is_ddim_from_seeded_noise_conditioned_on_the_images():
+    model = small_dyga().eval()
+    model.latent_scale.fill_(1.0)  # measured on the first training batch; untrained here
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # zero-initialised output layers would ignore the condition
+        for parameter in model.parameters():
+            if not parameter.any():
+                parameter.copy_(0.05 * torch.randn(parameter.shape, generator=generator))
+    images = torch.rand(2, 3, 64, 64, generator=generator)
+    first = model.generate(images, seed=3, steps=2)
+    assert first.shape == (2, 3, 64, 64) and first.min() >= 0 and first.max() <= 1
+    assert torch.equal(first, model.generate(images, seed=3, steps=2))
+    assert not torch.equal(first, model.generate(images, seed=4, steps=2))
+    with torch.no_grad():
+        noise, scalars = model.latent_noise(2, "cpu", 3), model.scalars(images)
+        assert torch.equal(first, model.sample(scalars, noise, 2))  # the images' own units,
+        assert not torch.equal(first, model.sample(scalars + 1.0, noise, 2))  # which condition

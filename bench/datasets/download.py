@@ -35,6 +35,9 @@ class RemoteFile:
     url: str | None  # None: the file is fetched by hand (see Source.manual)
     known_hash: str | None  # "sha256:…" or "md5:…"; None where nothing is published
     size: int | None = None
+    # Where only the first digits of the sha256 are published (torch.hub's convention: the
+    # file name carries them), those digits.
+    sha256_prefix: str | None = None
 
 
 def remote(url: str, known_hash: str | None, size: int | None = None) -> RemoteFile:
@@ -56,6 +59,11 @@ _MPI3D_MD5 = {
     "realistic": "59a6225b88b635365f70c91b3e52f70f",
     "real": "0f33f609918fb5c97996692f91129802",
 }
+# The Inception weights FID is defined with (TensorFlow's 2015-12-05 graph, as pytorch-fid
+# ports it); torch.hub's convention: the name carries the first digits of the sha256.
+FID_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FID_INCEPTION_SHA256_PREFIX = "6726825d"
+_FID_INCEPTION_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
 _NORB = "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/{}.gz"
 _NORB_SHA256 = {
     ("training", "dat"): "5ffd6272a07d32695ee1082a26a41a93a37aab8c28da047f8c34ed348d214873",
@@ -152,6 +160,18 @@ SOURCES: dict[str, Source] = {
         ),
         manual=CELEBA_MANUAL,
     ),
+    "fid-inception": Source(
+        "fid-inception",
+        (
+            RemoteFile(
+                FID_INCEPTION_FILE,
+                _FID_INCEPTION_URL + FID_INCEPTION_FILE,
+                None,
+                sha256_prefix=FID_INCEPTION_SHA256_PREFIX,
+            ),
+        ),
+        loader_path=FID_INCEPTION_FILE,
+    ),
 }
 
 
@@ -239,6 +259,11 @@ def fetch(file: RemoteFile, folder: Path, progress: bool = True) -> Path:
         raise DatasetFileError(
             f"{file.name}: expected {file.size:,} bytes, found a different size; deleted it"
         )
+    if file.sha256_prefix and not sha256_of(target).startswith(file.sha256_prefix):
+        target.unlink()
+        raise DatasetFileError(
+            f"{file.name}: its sha256 does not start with {file.sha256_prefix}; deleted it"
+        )
     return target
 
 
@@ -255,7 +280,9 @@ def download(name: str, progress: bool = True) -> Path:
             "url": file.url,
             "size": path.stat().st_size,
             "sha256": sha256_of(path),
-            "checked_against": file.known_hash or "nothing published: size and sha256 recorded",
+            "checked_against": file.known_hash
+            or (file.sha256_prefix and f"sha256 prefix {file.sha256_prefix}")
+            or "nothing published: size and sha256 recorded",
         }
         if src.extract:
             _extract(path, folder)
@@ -297,6 +324,11 @@ def verify(name: str) -> list[tuple[str, str]]:
                 == (file.known_hash.split(":")[1])
             )
             verdicts.append((file.name, "ok" if ok else f"MISMATCH with {file.known_hash}"))
+        elif file.sha256_prefix:
+            ok = sha256_of(path).startswith(file.sha256_prefix)
+            verdicts.append(
+                (file.name, "ok" if ok else f"MISMATCH with sha256 prefix {file.sha256_prefix}")
+            )
         elif file.name in recorded:
             ok = sha256_of(path) == recorded[file.name]["sha256"]
             verdicts.append((file.name, "ok (recorded sha256)" if ok else "CHANGED since download"))

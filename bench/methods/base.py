@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.registry import BenchError
+
 
 @dataclass
 class MethodConfig:
@@ -106,6 +108,15 @@ class Method(nn.Module, metaclass=ABCMeta):
         """Where these settings depart from the authors' released code, in plain words: the
         run records them and reports mark the row."""
         return []
+
+    def generate(self, images: torch.Tensor, seed: int, steps: int | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] that the model generates for ``images`` (B, C, H, W)
+        in [0, 1], as its authors sample for FID: conditioned on the images' representation,
+        or B samples of the prior for a model that generates unconditionally. ``seed`` fixes
+        the noise; ``steps``, a sampler's steps where it has them."""
+        raise BenchError(
+            f"{type(self).__name__} does not generate images, so it cannot be scored by fid"
+        )
 
     def pictures(self, dataset, folder: Path, device: torch.device) -> list[Path]:
         """After evaluation: write PNGs of what the model does (samples, grids); default none."""

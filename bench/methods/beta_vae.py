@@ -97,3 +97,12 @@ class BetaVAE(Method):
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.to_mean(self.encoder(images))
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, seed: int, steps: int | None = None) -> torch.Tensor:
+        """As many samples of the prior as ``images`` (whose content is not used): z ~ N(0, I)
+        through the decoder, the Bernoulli means."""
+        del steps
+        generator = torch.Generator().manual_seed(seed)
+        z = torch.randn(len(images), self.config.num_latent, generator=generator)
+        return torch.sigmoid(self.decoder(z.to(images.device, images.dtype)))

@@ -17,6 +17,11 @@ for _name, _module, _description in [
     ),
     ("dci", "dci", "DCI disentanglement, completeness, informativeness (Eastwood & Williams)"),
     ("factor_vae", "factor_vae", "FactorVAE score (Kim & Mnih 2018)"),
+    (
+        "fid",
+        "fid",
+        "Fréchet Inception Distance of the images a method generates (pytorch-fid's)",
+    ),
     ("irs", "irs", "Interventional Robustness Score (Suter et al. 2019)"),
     ("mig", "mig", "Mutual Information Gap (Chen et al. 2018)"),
     (

@@ -34,6 +34,10 @@ class MetricSpec:
     # dlib does it": read from dlib's gin configurables (``discretizer``, ``prune_dims``,
     # ``predictor``) or drawn from numpy's global RNG. A run's settings are all explicit.
     evaluation_values: dict[str, Any] = field(default_factory=dict)
+    # What the function's second argument is: "codes", a representation function (every
+    # disentanglement metric), or "generated", a function giving the images the model
+    # generates for dataset rows (FID), the dataset passed as it is.
+    scores: str = "codes"
 
     def for_profile(self, profile: str) -> tuple[Callable[..., dict[str, float]], str]:
         """The function and version that score under ``profile`` ("exact" or "fast")."""

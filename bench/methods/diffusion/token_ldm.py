@@ -80,6 +80,23 @@ class TokenDiffusion(LatentDiffusionBase):
         loss = (predicted.float() - noise.float()).abs().mean()
         return loss, {}
 
+    # -- sampling -----------------------------------------------------------------------
+    def sample(
+        self, scalars: torch.Tensor, noise: torch.Tensor, steps: int | None = None
+    ) -> torch.Tensor:
+        """DDIM (eta 0) from ``noise`` conditioned on the units ``scalars``: images in [0, 1]."""
+        context = self.condition(self.tokens(scalars))
+        return self.ddim_sample(
+            lambda x, t: self.unet(x, t, encoder_hidden_states=context).sample, noise, steps
+        )
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, seed: int, steps: int | None = None) -> torch.Tensor:
+        """Conditioned on the images' units, from fresh noise: the authors' FID sampling
+        (``sampling-for-fid.sh``: DDIM, 100 steps, eta 0)."""
+        noise = self.latent_noise(len(images), images.device, seed)
+        return self.sample(self.scalars(images), noise, steps)
+
     # -- pictures -----------------------------------------------------------------------
     @torch.no_grad()
     def pictures(self, dataset, folder: Path, device: torch.device) -> list[Path]:
@@ -89,11 +106,7 @@ class TokenDiffusion(LatentDiffusionBase):
         noise = self.latent_noise(1, device)
 
         def generate(scalars: torch.Tensor) -> torch.Tensor:
-            context = self.condition(self.tokens(scalars))
-            return self.ddim_sample(
-                lambda x, t: self.unet(x, t, encoder_hidden_states=context).sample,
-                noise.expand(len(scalars), *noise.shape[1:]),
-            )
+            return self.sample(scalars, noise.expand(len(scalars), *noise.shape[1:]))
 
         # The traversal sweeps each unit from its 5th to 95th percentile over these images.
         quantiles = torch.linspace(0.05, 0.95, self.config.traversal_values, device=device)

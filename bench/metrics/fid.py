@@ -1,0 +1,168 @@
+"""Fréchet Inception Distance (Heusel et al. 2017), computed as pytorch-fid computes it.
+
+The distance between two Gaussians fitted to Inception pool features (2048-d, float64 mean
+and ``np.cov`` covariance) of real and generated images:
+
+    FID = |μ₁ − μ₂|² + tr(Σ₁) + tr(Σ₂) − 2 tr((Σ₁Σ₂)^½)
+
+with ``scipy.linalg.sqrtm`` for the root and pytorch-fid's two fixes: where the product is
+singular (the root is not finite) both covariances get ``eps`` on the diagonal, and an
+imaginary part left by numerical error is dropped (one larger than 1e-3 is an error). The
+features come from ``bench.metrics.fid_inception`` (the published TensorFlow-ported weights)
+or, in tests, from any network with the same contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from bench.datasets.files import cache_dir
+from bench.fileio import atomic_path, file_digest
+from bench.metrics.spec import MetricSpec
+from bench.registry import BenchError
+
+FeatureNetwork = Callable[[torch.Tensor], torch.Tensor]
+# (dataset indices, noise seed, sampler steps) -> generated images (n, H, W, C) in [0, 1]
+GenerateFunction = Callable[[np.ndarray, int, int], np.ndarray]
+
+
+def compute_fid(
+    ground_truth_data,
+    generate_function: GenerateFunction,
+    random_state: np.random.RandomState,
+    artifact_dir: str | None = None,
+    num_images: int = 10000,
+    sample_steps: int = 100,
+    batch_size: int = 100,
+    weights: str | None = None,
+) -> dict[str, float]:
+    """FID between ``num_images`` images of ``ground_truth_data`` (anything with ``images``
+    and ``__len__``) and the images ``generate_function`` makes for them. ``weights``: the
+    Inception file (default: where ``bench data download fid-inception`` puts it)."""
+    del artifact_dir
+    count = min(num_images, len(ground_truth_data))
+    indices = random_state.choice(len(ground_truth_data), size=count, replace=False)
+    seed = int(random_state.randint(2**31 - 1))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    network, network_id = feature_network(weights, device)
+    drawn = hashlib.sha256(indices.tobytes()).hexdigest()[:12]
+    name = f"{type(ground_truth_data).__name__}-{len(ground_truth_data)}-{count}-{drawn}"
+    real = cached_statistics(
+        cache_dir() / "fid" / f"{name}-{network_id}.npz",
+        lambda: feature_statistics(
+            image_features(
+                lambda rows: ground_truth_data.images(indices[rows]),
+                count,
+                network,
+                batch_size,
+                device,
+            )
+        ),
+    )
+    generated = feature_statistics(
+        image_features(
+            lambda rows: generate_function(indices[rows], seed + int(rows[0]), sample_steps),
+            count,
+            network,
+            batch_size,
+            device,
+        )
+    )
+    return {"fid": frechet_distance(*generated, *real)}
+
+
+def feature_network(weights: str | None, device: torch.device) -> tuple[FeatureNetwork, str]:
+    """The Inception network FID is defined with, on ``device``, and what identifies its
+    weights in cache keys. (Tests replace this with a small network.)"""
+    from bench.metrics.fid_inception import default_weights, load_fid_inception
+
+    path = Path(weights) if weights else default_weights()
+    network = load_fid_inception(path).to(device)
+    return network, file_digest(path)["sha256"][:16]
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2)."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1 = np.atleast_2d(sigma1).astype(np.float64)
+    sigma2 = np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise BenchError(f"fid: statistics of different sizes ({mu1.shape} and {mu2.shape} means)")
+    diff = mu1 - mu2
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(sigma1)) * eps
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise BenchError(
+                f"fid: the covariance root has an imaginary part of "
+                f"{np.max(np.abs(covmean.imag)):.3g}; the statistics are not covariances"
+            )
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (``np.cov``, ddof 1) of features (N, F), in float64."""
+    features = np.asarray(features, dtype=np.float64)
+    if len(features) < 2:
+        raise BenchError(f"fid: needs at least 2 images for a covariance, got {len(features)}")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+@torch.no_grad()
+def image_features(
+    images: Callable[[np.ndarray], np.ndarray],
+    count: int,
+    network: FeatureNetwork,
+    batch_size: int = 50,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Features (count, F) of ``images(indices)`` (uint8 (n, H, W, 3) or float in [0, 1])
+    for indices 0..count-1, in batches on ``device``."""
+    batches = []
+    for start in range(0, count, batch_size):
+        batch = np.asarray(images(np.arange(start, min(start + batch_size, count))))
+        pixels = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2)
+        pixels = pixels.float() / 255 if batch.dtype == np.uint8 else pixels.float()
+        batches.append(network(pixels).double().cpu().numpy())
+    return np.concatenate(batches)
+
+
+def cached_statistics(
+    path: Path, compute: Callable[[], tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Statistics stored at ``path`` (an .npz), computed and written atomically if absent:
+    real-image statistics are computed once per dataset, split, count and weights."""
+    if path.is_file():
+        with np.load(path) as stored:
+            return stored["mu"], stored["sigma"]
+    mu, sigma = compute()
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, mu=mu, sigma=sigma)
+    return mu, sigma
+
+
+def describe_protocol(hyperparams: dict) -> str:
+    """What makes two FID numbers comparable, in a few words."""
+    return f"{hyperparams['num_images']} images, {hyperparams['sample_steps']} sampler steps"
+
+
+SPEC = MetricSpec(
+    name="fid",
+    function=compute_fid,
+    version="1",
+    higher_is_better=False,
+    keys=("fid",),
+    protocol=describe_protocol,
+    scores="generated",
+)
