@@ -269,3 +269,17 @@ def test_dyga_sd_on_disdiff_is_one_override_away(tmp_path):
     assert record.status()["training"]["dyga"]["refits"] == 2
     assert any("dyga_lambda" in e for e in record.read_log())
     assert len(record.identity()["deviations"]) == 2
+
+
+def test_generation_for_fid_is_seeded_ddim_guided_by_the_images_units():
+    model = small_disdiff().eval()
+    randomise(model.decoder)  # its zero-initialised outputs would give no field
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    first = model.generate(images, seed=3, steps=2)
+    assert first.shape == (2, 3, 64, 64) and first.min() >= 0 and first.max() <= 1
+    assert torch.equal(first, model.generate(images, seed=3, steps=2))
+    assert not torch.equal(first, model.generate(images, seed=4, steps=2))
+    with torch.no_grad():
+        noise, units = model.ldm.latent_noise(2, "cpu", 3), model.code(images)
+        assert torch.equal(first, model.sample(units, noise, 2))
+        assert not torch.equal(first, model.sample(units + 1.0, noise, 2))

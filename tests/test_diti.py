@@ -165,3 +165,18 @@ def test_a_second_seed_reuses_the_ddpm_stage(tmp_path):
     ]
     assert reused == [False, True]
     assert (first.path / "pictures" / "counterfactual.png").is_file()
+
+
+def test_generation_for_fid_is_seeded_masked_ddim_guided_by_the_images_code():
+    model = small_diti(sample_steps=2).eval()
+    randomise(model.decoder)  # its zero-initialised outputs would give no field
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    first = model.generate(images, seed=3)
+    assert first.shape == (2, 3, 64, 64) and first.min() >= 0 and first.max() <= 1
+    assert torch.equal(first, model.generate(images, seed=3))
+    assert not torch.equal(first, model.generate(images, seed=4))
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(3))
+    z = model.encode(images)
+    assert torch.equal(first, model.sample(noise, z))
+    assert not torch.equal(first, model.sample(noise, z + 1.0))
+    assert len(model.ddim_schedule(5)) == 5 and len(model.ddim_schedule()) == 2

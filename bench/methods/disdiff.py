@@ -238,6 +238,23 @@ class DisDiff(OnFrozenModel):
         field = self.fields(features, units).sum(1)
         return features.prediction + self.guidance[steps][:, None, None, None] * field
 
+    def sample(
+        self, units: torch.Tensor, noise: torch.Tensor, steps: int | None = None
+    ) -> torch.Tensor:
+        """DDIM (eta 0) from latent ``noise`` guided by the units' gradient fields: images in
+        [0, 1]."""
+        return self.ldm.ddim_sample(
+            lambda x, t: self.predict_epsilon(x, t, units),
+            noise,
+            steps or self.config.sample_steps,
+        )
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, seed: int, steps: int | None = None) -> torch.Tensor:
+        """Guided by the images' units, from fresh latent noise, by the pictures' DDIM."""
+        noise = self.ldm.latent_noise(len(images), images.device, seed)
+        return self.sample(self.code(images), noise, steps)
+
     @torch.no_grad()
     def pictures(self, dataset, folder: Path, device: torch.device) -> list[Path]:
         self.eval()
@@ -246,11 +263,7 @@ class DisDiff(OnFrozenModel):
         noise = self.ldm.latent_noise(1, device)
 
         def generate(units: torch.Tensor) -> torch.Tensor:
-            return self.ldm.ddim_sample(
-                lambda x, t: self.predict_epsilon(x, t, units),
-                noise.expand(len(units), *noise.shape[1:]),
-                self.config.sample_steps,
-            )
+            return self.sample(units, noise.expand(len(units), *noise.shape[1:]))
 
         return [
             write_png(folder / "swap.png", interchange_grid(images, units, generate)),

@@ -223,10 +223,10 @@ class DiTi(OnFrozenModel):
         return self.encoder(images * 2 - 1)
 
     # -- pictures -----------------------------------------------------------------------
-    def ddim_schedule(self) -> list[int]:
-        """DiTi's DDIM timesteps: every 1000/S steps from 0."""
+    def ddim_schedule(self, steps: int | None = None) -> list[int]:
+        """DiTi's DDIM timesteps: every 1000/S steps from 0 (S: ``sample_steps``)."""
         timesteps = self.config.ddpm.model.timesteps
-        return list(range(0, timesteps, timesteps // self.config.sample_steps))
+        return list(range(0, timesteps, timesteps // (steps or self.config.sample_steps)))
 
     def ddim_step(self, x: torch.Tensor, t: int, to: int, z: torch.Tensor) -> torch.Tensor:
         """One DDIM step (eta 0) from t to ``to`` (−1: ᾱ = 1), either way: ε = ε_θ −
@@ -250,13 +250,22 @@ class DiTi(OnFrozenModel):
         return x
 
     @torch.no_grad()
-    def generate(self, noise: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def sample(
+        self, noise: torch.Tensor, z: torch.Tensor, steps: int | None = None
+    ) -> torch.Tensor:
         """Masked DDIM (eta 0) from x_T ``noise``: images in [0, 1]."""
-        x, schedule = noise, self.ddim_schedule()
+        x, schedule = noise, self.ddim_schedule(steps)
         for i in reversed(range(len(schedule))):
             t, to = schedule[i], schedule[i - 1] if i > 0 else -1
             x = self.ddim_step(x, t, to, z)
         return ((x + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, seed: int, steps: int | None = None) -> torch.Tensor:
+        """Masked DDIM from fresh pixel noise, guided by the images' code."""
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn(images.shape, generator=generator).to(images.device)
+        return self.sample(noise, self.encode(images), steps)
 
     @torch.no_grad()
     def pictures(self, dataset, folder: Path, device: torch.device) -> list[Path]:
@@ -267,11 +276,11 @@ class DiTi(OnFrozenModel):
         a, b = images[0::2], images[1::2]
         z_a, z_b = self.encode(a), self.encode(b)
         noise = self.invert(a, z_a)
-        rows = [a, b, self.generate(noise, z_a)]
+        rows = [a, b, self.sample(noise, z_a)]
         start = 0
         for size in self.config.dims_per_stage:
             swapped = z_a.clone()
             swapped[:, start : start + size] = z_b[:, start : start + size]
-            rows.append(self.generate(noise, swapped))
+            rows.append(self.sample(noise, swapped))
             start += size
         return [write_png(folder / "counterfactual.png", torch.stack(rows))]
