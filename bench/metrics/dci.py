@@ -177,12 +177,11 @@ def _trees_per_fit(labels: np.ndarray, n_estimators: int = 100) -> int:
     return n_estimators * (classes if classes > 2 else 1)
 
 
-def _fit_gbt(x_train, y_train, x_test, y_test, stream: int | tuple, skip: int, threads: int):
-    """One default GBT whose trees draw from ``stream`` (a seed, or a RandomState's state)
-    after ``skip`` draws."""
-    rng = np.random.RandomState(stream if isinstance(stream, int) else 0)
-    if not isinstance(stream, int):
-        rng.set_state(stream)
+def _fit_gbt(x_train, y_train, x_test, y_test, stream: tuple, skip: int, threads: int):
+    """One default GBT whose trees draw from ``stream`` (a RandomState's state) after
+    ``skip`` draws."""
+    rng = np.random.RandomState()
+    rng.set_state(stream)
     if skip:
         rng.randint(0, MAX_INT, size=skip)  # the draws of the trees fitted before this one
     model = StagewiseGradientBoostingClassifier(random_state=rng)
@@ -217,7 +216,8 @@ def seeded_gbt_fits(
     skips = np.cumsum([0, *trees[:-1]])
     workers = joblib.cpu_count() if n_jobs < 0 else n_jobs
     threads = _threads_per_fit(trees, workers)
-    stream = np.random.get_state() if global_seed is None else global_seed
+    source = np.random if global_seed is None else np.random.RandomState(global_seed)
+    stream = source.get_state()
     fits = _largest_first(
         [
             partial(_fit_gbt, *task, stream, int(skip), fit_threads)

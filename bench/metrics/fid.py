@@ -23,7 +23,7 @@ import scipy.linalg
 import torch
 
 from bench.datasets.files import cache_dir
-from bench.fileio import atomic_path, file_digest
+from bench.fileio import atomic_path
 from bench.metrics.spec import MetricSpec
 from bench.registry import BenchError
 
@@ -79,12 +79,12 @@ def compute_fid(
 
 def feature_network(weights: str | None, device: torch.device) -> tuple[FeatureNetwork, str]:
     """The Inception network FID is defined with, on ``device``, and what identifies its
-    weights in cache keys. (Tests replace this with a small network.)"""
-    from bench.metrics.fid_inception import default_weights, load_fid_inception
+    weights in cache keys: the sha256 prefix every accepted file has. (Tests replace this
+    with a small network.)"""
+    from bench.metrics.fid_inception import FID_INCEPTION_SHA256_PREFIX, load_fid_inception
 
-    path = Path(weights) if weights else default_weights()
-    network = load_fid_inception(path).to(device)
-    return network, file_digest(path)["sha256"][:16]
+    network = load_fid_inception(Path(weights) if weights else None).to(device)
+    return network, f"inception-{FID_INCEPTION_SHA256_PREFIX}"
 
 
 def frechet_distance(

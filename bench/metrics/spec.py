@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.metrics.utils import generate_batch_factor_code, obtain_representation
 from bench.registry import BenchError
 
 
@@ -105,8 +106,6 @@ def sample_train_test(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Checked codes and factors of a train set, then a test set from the same RandomState
     (dlib's order): (mus_train, ys_train, mus_test, ys_test), codes (D, N), factors (K, N)."""
-    from bench.metrics.utils import generate_batch_factor_code
-
     mus_train, ys_train = generate_batch_factor_code(
         ground_truth_data, representation_function, num_train, random_state, batch_size
     )
@@ -123,8 +122,6 @@ def fixed_data_codes(
 ) -> np.ndarray:
     """Codes (D, N) of a fixed set of observations whose factors ``labels`` are (K, N), for
     dlib's ``*_validation`` variants of the metrics."""
-    from bench.metrics.utils import obtain_representation
-
     if labels.shape[1] != len(observations):
         raise BenchError(
             f"{metric}: labels must be (factors, {len(observations)} observations), got "
