@@ -5,9 +5,10 @@ A run's config is built in this order, later layers winning:
 1. the schemas below, with the method's own config dataclass under ``method``;
 2. ``configs/methods/<method>.yaml`` (the method's defaults: the published protocol), over
    the file its ``extends:`` names;
-3. ``configs/datasets/<dataset>.yaml``, then the method file's ``datasets.<dataset>`` section;
-4. the preset, if one is asked for: ``configs/presets/<preset>.yaml`` and the method
-   file's ``presets.<preset>`` section;
+3. ``configs/datasets/<dataset>.yaml``, then the method file's ``datasets.<dataset>`` section
+   (for a stand-in such as ``shapes3d-attributes``, the real dataset's first: ``celeba``);
+4. the preset, if one is asked for: ``configs/presets/<preset>.yaml``, its
+   ``datasets.<dataset>`` section (likewise), then the method file's ``presets.<preset>``;
 5. YAML files given with ``--config``;
 6. dotted overrides from the command line, e.g. ``train.steps=2000 method.beta=4``.
 
@@ -31,7 +32,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.datasets import DATASETS
+from bench.datasets import DATASETS, STANDS_IN_FOR
 from bench.methods import METHODS
 from bench.metrics import METRICS
 from bench.metrics.spec import hyperparameter_defaults
@@ -193,15 +194,24 @@ def resolve_config(
     presets = method_layer.pop("presets", {})
     per_dataset = method_layer.pop("datasets", {})
     cfg = _merge(cfg, method_layer, f"configs/methods/{method}.yaml")
-    cfg = _merge(cfg, _read_yaml(CONFIG_DIR / "datasets" / f"{dataset}.yaml"), "dataset config")
-    # The method's settings for one dataset (e.g. DyGA+SD's batch 64 on CelebA).
-    cfg = _merge(cfg, per_dataset.get(dataset) or {}, f"{method} settings for {dataset}")
+    # A stand-in runs the real dataset's protocol: its settings first, then the stand-in's.
+    names = [n for n in (STANDS_IN_FOR.get(dataset), dataset) if n is not None]
+    for name in names:
+        cfg = _merge(cfg, _read_yaml(CONFIG_DIR / "datasets" / f"{name}.yaml"), "dataset config")
+        # The method's settings for one dataset (e.g. DyGA+SD's batch 64 on CelebA).
+        cfg = _merge(cfg, per_dataset.get(name) or {}, f"{method} settings for {name}")
     if preset is not None:
         preset_file = CONFIG_DIR / "presets" / f"{preset}.yaml"
         if not preset_file.is_file() and preset not in presets:
             known = sorted({p.name[: -len(".yaml")] for p in _yaml_files("presets")} | set(presets))
             raise BenchError(f"unknown preset {preset!r}; known presets: {', '.join(known)}")
-        cfg = _merge(cfg, _read_yaml(preset_file), f"preset {preset!r}")
+        preset_layer = _read_yaml(preset_file)
+        preset_datasets = preset_layer.pop("datasets", {})
+        cfg = _merge(cfg, preset_layer, f"preset {preset!r}")
+        # What the preset changes for one kind of data (CelebA's metrics are not a factor
+        # dataset's), before the method's own section of the preset.
+        for name in names:
+            cfg = _merge(cfg, preset_datasets.get(name) or {}, f"preset {preset!r} for {name}")
         cfg = _merge(cfg, presets.get(preset) or {}, f"preset {preset!r} of {method}")
     for path in config_files:
         cfg = _merge(cfg, _read_yaml(Path(path), must_exist=True), str(path))
@@ -385,12 +395,10 @@ def _check_values(cfg: DictConfig, method: str, dataset: str) -> None:
             OmegaConf.to_container(history.hyperparams),
             history.profile.value,
         )
-        others = [m for m in history.metrics if m != "tad"]
-        if cfg.eval.pca_fit == PcaFit.sample and cfg.eval.reduce == Reduce.pca1 and others:
-            raise BenchError(
-                "eval.pca_fit=sample is for tad only; give the curves tad alone "
-                f"(eval.history.metrics=[tad]) instead of {', '.join(others)}"
-            )
+    if cfg.eval.pca_fit == PcaFit.sample and cfg.eval.reduce == Reduce.pca1:
+        check_pca_on_sample(list(cfg.eval.metrics), "eval.metrics")
+        if cfg.eval.every is not None:
+            check_pca_on_sample(list(cfg.eval.history.metrics), "eval.history.metrics")
 
 
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -407,6 +415,21 @@ def check_device_name(name: str | None, key: str) -> None:
     ):
         choices = "auto, cpu, cuda, cuda:N or mps" if key == "train.device" else "cpu, cuda, cuda:N"
         raise BenchError(f"{key}={name!r} is not a device; use one of: {choices}")
+
+
+def check_pca_on_sample(metrics: list[str], key: str) -> None:
+    """``eval.pca_fit=sample``: every metric that reads codes fits the PCA itself."""
+    # FID reads generated images, whatever the reduction.
+    unable = [
+        m for m in metrics if METRICS.get(m).scores == "codes" and not METRICS.get(m).fits_own_pca
+    ]
+    if unable:
+        able = [m for m in METRICS.names() if METRICS.get(m).fits_own_pca]
+        raise BenchError(
+            f"eval.pca_fit=sample fits the PCA on the images a metric scores, which only "
+            f"{' and '.join(able)} do; score {', '.join(unable)} with eval.pca_fit=dataset "
+            f"(or leave it out of {key})"
+        )
 
 
 def check_metrics(

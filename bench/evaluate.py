@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,10 +24,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from sklearn.decomposition import PCA
 
-from bench.config import Encode, PcaFit, Profile, Reduce
+from bench.config import Encode, PcaFit, Profile, Reduce, check_pca_on_sample
 from bench.datasets import GroundTruthData
 from bench.methods.base import Method
 from bench.metrics import METRICS
+from bench.metrics.spec import MetricSpec
 from bench.metrics.utils import unit_slices
 from bench.progress import Progress, progress_messages
 from bench.registry import BenchError
@@ -201,6 +202,47 @@ def score_history(
         set_global_rng_state(saved)
 
 
+def metric_settings(
+    name: str, profile: str, overrides: dict[str, dict[str, Any]]
+) -> tuple[MetricSpec, Callable[..., dict[str, float]], str, dict[str, Any]]:
+    """(spec, function, version, hyperparameters) metric ``name`` is scored with under
+    ``profile``: its defaults, then the run's ``eval.hyperparams`` for it."""
+    spec = METRICS.get(name)
+    function, version = spec.for_profile(Profile(profile).value)
+    return spec, function, version, {**spec.hyperparameters(function), **overrides.get(name, {})}
+
+
+def check_ready(method_class: type[Method], dataset, eval_cfg: DictConfig) -> None:
+    """Before a run trains: every metric it will score (``eval.metrics``, and the curves'
+    ``eval.history.metrics`` when ``eval.every`` is set) can score this method on this kind
+    of data, and what a metric will read later (FID's Inception file) is there. A one-line
+    error now instead of one after training."""
+    kind = "attributes" if hasattr(dataset, "attributes") else "factors"
+    batteries = [(eval_cfg.metrics, eval_cfg.profile, eval_cfg.hyperparams, "eval.metrics")]
+    if eval_cfg.get("every") is not None:
+        history = eval_cfg.history
+        batteries.append(
+            (history.metrics, history.profile, history.hyperparams, "eval.history.metrics")
+        )
+    for metrics, profile, hyperparams, key in batteries:
+        overrides = OmegaConf.to_container(hyperparams)
+        for name in metrics:
+            spec, _, _, settings = metric_settings(name, profile, overrides)
+            if spec.data not in (kind, "any"):
+                fitting = [m for m in METRICS.names() if METRICS.get(m).data in (kind, "any")]
+                raise BenchError(
+                    f"{name} needs a dataset of {spec.data}, and {type(dataset).__name__} has "
+                    f"{kind}; score it with {', '.join(fitting)} ({key}=[...])"
+                )
+            if spec.scores == "generated" and method_class.generate is Method.generate:
+                raise BenchError(
+                    f"{name} scores generated images and {method_class.__name__} does not "
+                    f"generate any; leave {name} out of {key}"
+                )
+            if spec.preflight is not None:
+                spec.preflight(settings)
+
+
 def score_battery(
     method: Method, dataset, eval_cfg: DictConfig, device: torch.device, done: dict[str, Any]
 ) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -218,19 +260,11 @@ def score_battery(
     )
     pca = Reduce(eval_cfg.reduce) == Reduce.pca1
     on_sample = pca and PcaFit(eval_cfg.pca_fit) == PcaFit.sample
-    # Which metrics read codes (FID reads generated images, whatever the reduction).
-    code_metrics = [m for m in eval_cfg.metrics if METRICS.get(m).scores == "codes"]
-    if on_sample and set(code_metrics) - {"tad"}:
-        raise BenchError(
-            "eval.pca_fit=sample fits the PCA on the images a metric scores, which only tad "
-            f"does; score {', '.join(m for m in code_metrics if m != 'tad')} with "
-            "eval.pca_fit=dataset"
-        )
+    if on_sample:
+        check_pca_on_sample(eval_cfg.metrics, "eval.metrics")
     prepared = False
     for position, name in enumerate(eval_cfg.metrics, start=1):
-        spec = METRICS.get(name)
-        function, version = spec.for_profile(eval_cfg.profile)
-        hyperparams = {**spec.hyperparameters(function), **overrides.get(name, {})}
+        spec, function, version, hyperparams = metric_settings(name, eval_cfg.profile, overrides)
         reads_codes = spec.scores == "codes"
         if on_sample and reads_codes:  # the metric reduces the tokens of the images it scores
             hyperparams["pca_units"] = method.code_units or method.representation_dim
@@ -275,6 +309,7 @@ def score_battery(
             {
                 **settings,
                 "values": {k: float(v) for k, v in values.items()},
+                **(spec.provenance(hyperparams) if spec.provenance is not None else {}),
                 "seconds": round(seconds, 3),
             },
         )

@@ -43,6 +43,8 @@ HEADLINE = {
     "beta_vae": "eval_accuracy",
     "irs": "IRS",
     "tad": "tad",
+    "attribute_probe": "mean_ap",
+    "fid": "fid",
 }
 # Column headers: the metric and the key it reports, short enough for a paper's table.
 SHORT = {
@@ -54,6 +56,8 @@ SHORT = {
     "beta_vae.eval_accuracy": "BetaVAE acc.",
     "irs.IRS": "IRS",
     "tad.tad": "TAD",
+    "attribute_probe.mean_ap": "Attr. mAP",
+    "fid.fid": "FID",
 }
 COLUMNS = [
     "sweep", "variant", "preset", "overrides", "deviation", "dataset", "method", "config_hash",
@@ -225,13 +229,18 @@ def read_reported(folder: Path) -> pd.DataFrame:
         for table in yaml.safe_load(path.read_text())["tables"]:
             for entry in table["rows"]:
                 label = f"{entry['method']} (reported{', reprinted' if entry['reprinted'] else ''})"
+                # How the authors scored a column, where their code says (TAD's grid step and
+                # image count, FID's sample count): the column of ours scored the same way.
+                protocols = entry.get("protocols", {})
                 for dataset, values in entry["values"].items():
                     for base, (mean, std) in values.items():
+                        protocol = protocols.get(base)
                         rows.append(
                             {
                                 "row": label,
                                 "dataset": dataset,
-                                "column": SHORT.get(base, base),
+                                "column": SHORT.get(base, base)
+                                + (f" [{protocol}]" if protocol else ""),
                                 "base": base,
                                 "profile": "exact",
                                 "mean": mean,
@@ -239,10 +248,23 @@ def read_reported(folder: Path) -> pd.DataFrame:
                                 "n": table.get("seeds") or 0,
                                 "values": [],
                                 "reported": True,
+                                "method": entry["method"],
+                                "reprinted": bool(entry["reprinted"]),
+                                "table": table["name"],
                             }
                         )
     columns = ["row", "dataset", "column", "base", "profile", "mean", "std", "n", "values"]
-    return pd.DataFrame(rows, columns=[*columns, "reported"])
+    data = pd.DataFrame(rows, columns=[*columns, "reported", "method", "reprinted", "table"])
+    # A number one paper reprints from another file here is one cell, the first-hand one.
+    data = data.sort_values("reprinted", kind="stable").drop_duplicates(
+        ["method", "dataset", "column", "mean", "std"]
+    )
+    # One label with two numbers for a cell (two papers' runs of one baseline): every row of
+    # that label names its table instead.
+    clash = data.duplicated(["row", "dataset", "column"], keep=False)
+    relabel = data.row.isin(set(data.row[clash]))
+    data.loc[relabel, "row"] = data.method[relabel] + " (reported in " + data.table[relabel] + ")"
+    return data[[*columns, "reported"]].sort_index().reset_index(drop=True)
 
 
 def on_stand_ins(published: pd.DataFrame, datasets: set[str]) -> pd.DataFrame:
@@ -295,7 +317,20 @@ def pivot(summary: pd.DataFrame, latex: bool) -> pd.DataFrame:
     table = cells.pivot(index="row", columns=["dataset", "column"], values="cell")
     ours = [r for r in table.index if "(reported" not in r]
     table = table.loc[ours + [r for r in table.index if r not in ours]]
-    return table.sort_index(axis=1).fillna("–")
+    table = table.sort_index(axis=1).fillna("–")
+    arrows = dict(zip(summary.column, summary.base.map(direction), strict=True))
+    table.columns = pd.MultiIndex.from_tuples(
+        [(d, f"{c} {arrows[c]}" if arrows[c] else c) for d, c in table.columns]
+    )
+    return table
+
+
+def direction(base: str) -> str:
+    """↑ or ↓ for a metric's headline key (which way is better); "" for any other key."""
+    metric, _, key = base.partition(".")
+    if HEADLINE.get(metric) != key or metric not in METRICS:
+        return ""
+    return "↑" if METRICS.get(metric).higher_is_better else "↓"
 
 
 LATEX_SPECIAL = {
@@ -316,6 +351,8 @@ LATEX_SPECIAL = {
     "λ": r"$\lambda$",
     "×": r"$\times$",
     "±": r"$\pm$",
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
     "‡": r"$^\ddagger$",
 }
 
@@ -328,8 +365,9 @@ def latex_escape(text: str) -> str:
 def caption(summary: pd.DataFrame, latex: bool = True) -> str:
     """What the table shows, and which result key each column header stands for."""
     pm, dagger, p = (r"$\pm$", r"$^\dagger$", f"$p < {SIGNIFICANCE}$")
+    up, down = r"$\uparrow$", r"$\downarrow$"
     if not latex:
-        pm, dagger, p = "±", "†", f"p < {SIGNIFICANCE}"
+        pm, dagger, p, up, down = "±", "†", f"p < {SIGNIFICANCE}", "↑", "↓"
     keys = summary.drop_duplicates("column").sort_values("column")
     named = [f"{c} = {b}" for c, b in zip(keys.column, keys.base, strict=True)]
     if latex:
@@ -341,7 +379,9 @@ def caption(summary: pd.DataFrame, latex: bool = True) -> str:
     return (
         f"Mean {pm} standard deviation over seeds (number of seeds in parentheses); best of "
         f"our rows in bold; {dagger}: the best differs from the runner-up by Welch's t-test "
-        f"at {p}. Rows marked reported are published numbers.{deviation} "
+        f"at {p}; {up} higher is better, {down} lower. Rows marked reported are published "
+        "numbers."
+        f"{deviation} "
         f"Columns: {'; '.join(named)}."
     )
 

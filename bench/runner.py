@@ -42,7 +42,7 @@ from bench.config import (
     to_yaml,
 )
 from bench.datasets import GroundTruthData
-from bench.evaluate import evaluate, score_history
+from bench.evaluate import check_ready, evaluate, score_history
 from bench.fileio import (
     atomic_path,
     atomic_write_json,
@@ -87,6 +87,7 @@ def run(
     if cfg.data.device is not None:
         select_device(cfg.data.device, "data.device")
     data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
+    check_ready(METHODS.get(method), data, cfg.eval)
     record = RunRecord(run_dir(Path(out), dataset, method, config_hash(cfg), cfg.seed))
     if not force and _finished(record, cfg):
         tqdm.write(f"already complete: {record.path} (--force reruns it)", file=sys.stderr)
@@ -405,6 +406,7 @@ def evaluate_run(
         OmegaConf.to_container(eval_cfg.hyperparams),
         Profile(eval_cfg.profile).value,
     )
+    check_ready(type(loaded.method), loaded.dataset, eval_cfg)
     train = loaded.config.train
     with Claim(loaded.record.path, train.heartbeat_s, train.stale_after_s) as claim:
         claim.acquire(on_wait=lambda holder: _say_waiting(loaded.record.path, holder))

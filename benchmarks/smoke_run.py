@@ -1,9 +1,15 @@
 """Wall time and peak memory of the README's main job (a smoke run), from a fresh record.
 
     python benchmarks/smoke_run.py [--method dyga_sd] [--dataset shapes3d-procedural]
+    python benchmarks/smoke_run.py --dataset shapes3d-attributes --random-inception
 
 Runs ``bench run ... --preset smoke`` in a child process with a new output folder, then
-prints a table and writes ``benchmarks/results/smoke_run-<method>-<host>.json``.
+prints a table and writes ``benchmarks/results/smoke_run-<method>[-<dataset>]-<host>.json``
+(the dataset named when it is not the default).
+
+``--random-inception`` times a run scored by FID on a machine without the Inception file:
+FID's features then come from the FID Inception-v3 with random weights (the published
+network's architecture, so its cost), and the FID value means nothing; the JSON says so.
 """
 
 from __future__ import annotations
@@ -20,15 +26,38 @@ from pathlib import Path
 
 from bench.fileio import atomic_write_json
 
+DEFAULT_DATASET = "shapes3d-procedural"
+# `bench` with FID's network replaced by the FID Inception-v3 at random weights.
+RANDOM_INCEPTION = """
+import torch
+from bench.cli import app
+from bench.metrics import fid, fid_inception
+fid_inception.default_weights = lambda: __import__("pathlib").Path("{placeholder}")
+torch.manual_seed(0)
+network = fid_inception.FIDInceptionV3().eval()
+fid.feature_network = lambda weights, device: (network.to(device), "random-inception")
+app(prog_name="bench")
+"""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="dyga_sd")
-    parser.add_argument("--dataset", default="shapes3d-procedural")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET)
+    parser.add_argument(
+        "--random-inception",
+        action="store_true",
+        help="FID features from a random-weight Inception-v3: its cost, meaningless values",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as out:
-        command = ["bench", "run", "--method", args.method, "--dataset", args.dataset]
+        command = ["bench"]
+        if args.random_inception:
+            placeholder = Path(out) / "placeholder-inception.pth"
+            placeholder.write_bytes(b"")
+            command = [sys.executable, "-c", RANDOM_INCEPTION.format(placeholder=placeholder)]
+        command += ["run", "--method", args.method, "--dataset", args.dataset]
         command += ["--preset", "smoke", "--out", out]
         start = time.perf_counter()
         subprocess.run(command, check=True)
@@ -43,6 +72,8 @@ def main() -> None:
         "method": args.method,
         "dataset": args.dataset,
         "preset": "smoke",
+        # FID scored with a random-weight Inception-v3: the time is real, the value is not.
+        "random_inception": args.random_inception,
         "steps": steps,
         "host": platform.node(),
         "cpu_count": environment["cpu_count"],
@@ -65,7 +96,9 @@ def main() -> None:
     print(f"\nsmoke run: {args.method} on {args.dataset}, {where}")
     for label, value in rows:
         print(f"  {label:<32} {value}")
-    path = Path(__file__).parent / "results" / f"smoke_run-{args.method}-{platform.node()}.json"
+    dataset = "" if args.dataset == DEFAULT_DATASET else f"-{args.dataset}"
+    name = f"smoke_run-{args.method}{dataset}-{platform.node()}.json"
+    path = Path(__file__).parent / "results" / name
     atomic_write_json(path, result)
     print(f"written: {path}", file=sys.stderr)
 

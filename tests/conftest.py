@@ -79,3 +79,22 @@ DLIB_METRIC_MODULES = (
 def dlib_metrics():
     """Every dlib metric module the equivalence tests compare with."""
     return {name: dlib_metric_module(name) for name in DLIB_METRIC_MODULES}
+
+
+@pytest.fixture
+def injected_network(monkeypatch, tmp_path):
+    """FID without the Inception weights (which cannot be downloaded here): a small random
+    feature network in its place, a placeholder where the weights file goes (so a run's
+    check before training passes), and a cache of real statistics of the test's own."""
+    from bench.metrics import fid, fid_inception
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    placeholder = tmp_path / "placeholder-inception.pth"
+    placeholder.write_bytes(b"")
+    monkeypatch.setattr(fid_inception, "default_weights", lambda: placeholder)
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 6), torch.nn.Tanh()
+    )
+    monkeypatch.setattr(fid, "feature_network", lambda weights, device: (network, "small"))
+    return network

@@ -94,3 +94,28 @@ def test_diti_is_probed_on_a_procedural_datasets_attribute_view(tmp_path):
     record = run("diti", "shapes3d-procedural", "smoke", overrides, out=tmp_path)
     scores = record.metrics()["attribute_probe"]["values"]
     assert 0 < scores["mean_ap"] <= 1 and len([k for k in scores if k.startswith("ap.")]) == 6
+
+
+def test_with_pca_units_the_probe_reads_each_units_first_principal_component():
+    # Two units of two numbers each. The probe with pca_units=2 equals the probe on the units'
+    # first principal components, computed here by SVD over the probe's own images.
+    data = Attributes(np.repeat([0, 1, 2], [4000, 1000, 1000]))
+    noise = np.random.default_rng(1).normal(scale=0.3, size=(len(data), 4))
+    tokens = (data.attributes @ np.array([[1.0, 0.5, 0.0, 0.0], [0.0, 0.0, 2.0, -1.0],
+                                           [0.3, 0.0, 0.0, 0.2]]) + noise)  # fmt: skip
+    data.observations = lambda rows: np.asarray(rows)[:, None]  # rows stand for images
+
+    def lookup(table):
+        return lambda rows: table[rows[:, 0]]
+
+    scores = compute_attribute_probe(data, lookup(tokens), np.random.RandomState(0), pca_units=2)
+    components = []
+    for unit in (slice(0, 2), slice(2, 4)):
+        centred = tokens[:, unit] - tokens[:, unit].mean(axis=0)
+        axis = np.linalg.svd(centred, full_matrices=False)[2][0]
+        axis *= np.sign(axis[np.argmax(np.abs(axis))])  # scikit-learn's sign: largest entry > 0
+        components.append(centred @ axis)
+    expected = compute_attribute_probe(
+        data, lookup(np.stack(components, axis=1)), np.random.RandomState(0)
+    )
+    assert scores["mean_ap"] == pytest.approx(expected["mean_ap"], abs=2e-3)

@@ -48,8 +48,13 @@ def test_config_files_merge_before_overrides(tmp_path):
         (["eval.every=0"], "'eval.every' must be at least 1"),
         (["eval.every=5", "eval.history.metrics=[nope]"], "unknown metric 'nope'"),
         (
-            ["eval.every=5", "eval.reduce=pca1", "eval.pca_fit=sample"],
-            "eval.pca_fit=sample is for tad only; give the curves tad alone",
+            ["eval.reduce=pca1", "eval.pca_fit=sample"],
+            "which only attribute_probe and tad do; score beta_vae, factor_vae, mig",
+        ),
+        (
+            ["eval.every=5", "eval.reduce=pca1", "eval.pca_fit=sample", "eval.metrics=[tad]"],
+            "score factor_vae, dci with eval.pca_fit=dataset (or leave it out of "
+            "eval.history.metrics)",
         ),
     ],
 )

@@ -264,8 +264,9 @@ def test_tad_with_the_pca_fitted_on_its_own_images(tmp_path):
     assert result["protocol"] == "step 0.1, 300 images, PCA on them"
 
 
-def test_a_pca_fitted_per_metric_sample_is_for_tad_only(tmp_path):
+def test_a_pca_fitted_per_metric_sample_is_for_the_metrics_that_fit_it(tmp_path):
     data, method = FactorGrid((3, 4, 5)), OneToken(ElementwiseConfig(), (1, 1, 3))
     cfg = eval_cfg(metrics=["mig"], reduce="pca1", pca_fit="sample")
-    with pytest.raises(BenchError, match=r"only tad does; score mig with eval\.pca_fit=dataset"):
+    message = r"only attribute_probe and tad do; score mig with eval\.pca_fit=dataset"
+    with pytest.raises(BenchError, match=message):
         evaluate(method, data, cfg, RunRecord(tmp_path), torch.device("cpu"))

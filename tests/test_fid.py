@@ -13,7 +13,7 @@ from bench.datasets.download import FID_INCEPTION_FILE
 from bench.evaluate import evaluate
 from bench.fileio import file_digest
 from bench.methods.base import Method, MethodConfig
-from bench.metrics import fid, fid_inception
+from bench.metrics import fid_inception
 from bench.metrics.fid import (
     cached_statistics,
     feature_statistics,
@@ -207,21 +207,6 @@ class Dimmer(Method):
         return images * self.factor
 
 
-def small_network():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 6), torch.nn.Tanh())
-
-
-@pytest.fixture
-def injected_network(monkeypatch, tmp_path):
-    """A small random feature network in place of Inception (whose weights are not here),
-    and a cache of real statistics of our own."""
-    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
-    network = small_network()
-    monkeypatch.setattr(fid, "feature_network", lambda weights, device: (network, "small"))
-    return network
-
-
 def score_fid(method, tmp_path, **hyperparams) -> dict:
     cfg = OmegaConf.merge(
         OmegaConf.structured(EvalConfig()),
@@ -235,7 +220,29 @@ def test_fid_of_a_model_that_copies_its_images_is_zero(injected_network, tmp_pat
     result = score_fid(Dimmer(1.0), tmp_path)
     assert result["values"]["fid"] == pytest.approx(0.0, abs=1e-6)
     assert result["protocol"] == "40 images, 100 sampler steps"
-    assert list((tmp_path / "cache" / "fid").glob("FactorGrid-60-40-*-small.npz"))
+    assert len(list((tmp_path / "cache" / "fid").glob("real-40-*-small.npz"))) == 1
+
+
+class Shifted(FactorGrid):
+    """The same factors and length as FactorGrid, other pixels: another crop, say."""
+
+    def images(self, indices):
+        return super().images(indices) // 2
+
+
+def test_real_statistics_are_cached_by_the_images_not_by_the_dataset_class(
+    injected_network, tmp_path
+):
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(EvalConfig()),
+        {"metrics": ["fid"], "hyperparams": {"fid": {"num_images": 40}}},
+    )
+    datasets = [FactorGrid((3, 4, 5)), FactorGrid((3, 4, 5)), Shifted((3, 4, 5))]
+    for number, data in enumerate(datasets):
+        record = RunRecord(tmp_path / f"record{number}")
+        evaluate(Dimmer(1.0), data, cfg, record, torch.device("cpu"))
+    # Two datasets with the same images share one file; other images get their own.
+    assert len(list((tmp_path / "cache" / "fid").glob("real-40-*-small.npz"))) == 2
 
 
 def test_fid_equals_the_distance_of_the_features_it_was_given(injected_network, tmp_path):

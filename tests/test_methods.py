@@ -65,6 +65,13 @@ def test_method_conformance(name, tmp_path):
     assert codes.shape == (5, loaded.method.representation_dim) and not codes.requires_grad
     torch.testing.assert_close(load_run(second.path).method.encode(images), codes, rtol=0, atol=0)
 
+    # Every method generates images for FID, shaped as its input, in [0, 1], fixed by the seed.
+    generated = loaded.method.generate(images[:2], seed=3, steps=2)
+    assert generated.shape == images[:2].shape
+    assert generated.min() >= 0 and generated.max() <= 1
+    again = loaded.method.generate(images[:2], seed=3, steps=2)
+    torch.testing.assert_close(again, generated, rtol=0, atol=0)
+
 
 def test_beta_vae_has_dlib_architecture():
     model = BetaVAE(BetaVAEConfig(), (64, 64, 1))

@@ -105,3 +105,15 @@ class GroundTruthData(ABC):
     @abstractmethod
     def images(self, indices: np.ndarray) -> np.ndarray:
         """uint8 images (n, H, W, C) in [0, 255] for flat indices: the fast path for training."""
+
+
+def factor_attributes(
+    factors: np.ndarray, sizes: list[int], names: list[str] | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Binary attributes of factor indices (n, K): one per factor with more than one value,
+    "the value index is in the factor's upper half" (index ≥ values // 2), named
+    ``<factor>_upper`` (``factor<k>_upper`` without ``names``)."""
+    varying = [k for k, size in enumerate(sizes) if size > 1]
+    attributes = np.stack([factors[:, k] >= sizes[k] // 2 for k in varying], axis=1)
+    names = names or [f"factor{k}" for k in range(len(sizes))]
+    return attributes.astype(np.float32), [f"{names[k]}_upper" for k in varying]

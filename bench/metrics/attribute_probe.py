@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 
+from bench.datasets.ground_truth import factor_attributes
 from bench.metrics.spec import MetricSpec, check_codes
+from bench.metrics.tad import pca1_per_unit
 from bench.metrics.utils import RepresentationFunction, obtain_representation
 from bench.registry import BenchError
 
@@ -44,9 +46,12 @@ def compute_attribute_probe(
     num_train: int = 10000,
     num_valid: int = 2000,
     num_test: int = 2000,
+    pca_units: int | list[int] = 0,
 ) -> dict[str, float]:
     """Mean test AP of a linear probe on the codes (DiTi's protocol); ``num_*`` size the
-    attribute view of a ground-truth dataset and are unused on an attribute dataset."""
+    attribute view of a ground-truth dataset and are unused on an attribute dataset.
+    ``pca_units`` as TAD's: each unit's token reduced to one scalar by a PCA(1) fitted on the
+    codes of the probe's images."""
     del artifact_dir
     if hasattr(ground_truth_data, "attributes"):
         partition = getattr(ground_truth_data, "partition", None)
@@ -63,18 +68,13 @@ def compute_attribute_probe(
         factors, observations = ground_truth_data.sample(sum(sizes), random_state)
         attributes, names = factor_attributes(factors, ground_truth_data.factors_num_values)
         partition = np.repeat([TRAIN, VALID, TEST], sizes)
-    codes = obtain_representation(observations, representation_function, batch_size)
-    check_codes("attribute_probe", codes)
+    codes = obtain_representation(observations, representation_function, batch_size).T
+    if pca_units:
+        codes = pca1_per_unit(codes, pca_units)
+    check_codes("attribute_probe", codes.T)
     return probe_scores(
-        codes.T, attributes, partition, names, random_state, epochs, batch_size, learning_rate
+        codes, attributes, partition, names, random_state, epochs, batch_size, learning_rate
     )
-
-
-def factor_attributes(factors: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, list[str]]:
-    """One binary attribute per factor with more than one value: index ≥ values // 2."""
-    varying = [k for k, size in enumerate(sizes) if size > 1]
-    attributes = np.stack([factors[:, k] >= sizes[k] // 2 for k in varying], axis=1)
-    return attributes.astype(np.float32), [f"factor{k}_upper" for k in varying]
 
 
 def probe_scores(
@@ -130,4 +130,5 @@ SPEC = MetricSpec(
     version="1",
     higher_is_better=True,
     keys=("mean_ap", "valid_mean_ap", "best_epoch"),
+    data="any",
 )

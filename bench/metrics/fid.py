@@ -15,6 +15,7 @@ or, in tests, from any network with the same contract.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import scipy.linalg
 import torch
 
 from bench.datasets.files import cache_dir
-from bench.fileio import atomic_path
+from bench.fileio import atomic_path, file_digest
 from bench.metrics.spec import MetricSpec
 from bench.registry import BenchError
 
@@ -37,33 +38,31 @@ def compute_fid(
     generate_function: GenerateFunction,
     random_state: np.random.RandomState,
     artifact_dir: str | None = None,
-    num_images: int = 10000,
+    num_images: int = 50000,
     sample_steps: int = 100,
     batch_size: int = 100,
     weights: str | None = None,
 ) -> dict[str, float]:
     """FID between ``num_images`` images of ``ground_truth_data`` (anything with ``images``
-    and ``__len__``) and the images ``generate_function`` makes for them. ``weights``: the
-    Inception file (default: where ``bench data download fid-inception`` puts it)."""
+    and ``__len__``) and the images ``generate_function`` makes for them: 50,000 and DDIM's
+    100 steps by default, as DyGA+SD's ``sampling-for-fid.sh``. ``weights``: the Inception
+    file (default: where ``bench data download fid-inception`` puts it)."""
     del artifact_dir
     count = min(num_images, len(ground_truth_data))
     indices = random_state.choice(len(ground_truth_data), size=count, replace=False)
     seed = int(random_state.randint(2**31 - 1))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     network, network_id = feature_network(weights, device)
-    drawn = hashlib.sha256(indices.tobytes()).hexdigest()[:12]
-    name = f"{type(ground_truth_data).__name__}-{len(ground_truth_data)}-{count}-{drawn}"
+
+    def real_images(rows: np.ndarray) -> np.ndarray:
+        return ground_truth_data.images(indices[rows])
+
+    # Keyed by the real images themselves (dataset, crop, split and draw all show in them)
+    # and the network: a changed file or option never reuses stale statistics.
+    key = images_digest(real_images, count, batch_size)
     real = cached_statistics(
-        cache_dir() / "fid" / f"{name}-{network_id}.npz",
-        lambda: feature_statistics(
-            image_features(
-                lambda rows: ground_truth_data.images(indices[rows]),
-                count,
-                network,
-                batch_size,
-                device,
-            )
-        ),
+        cache_dir() / "fid" / f"real-{count}-{key}-{network_id}.npz",
+        lambda: feature_statistics(image_features(real_images, count, network, batch_size, device)),
     )
     generated = feature_statistics(
         image_features(
@@ -75,6 +74,38 @@ def compute_fid(
         )
     )
     return {"fid": frechet_distance(*generated, *real)}
+
+
+def images_digest(images: Callable[[np.ndarray], np.ndarray], count: int, batch_size: int) -> str:
+    """A short sha256 of ``images(indices)`` for indices 0..count-1, read in batches."""
+    digest = hashlib.sha256()
+    for start in range(0, count, batch_size):
+        batch = images(np.arange(start, min(start + batch_size, count)))
+        digest.update(np.ascontiguousarray(batch))
+    return digest.hexdigest()[:16]
+
+
+def weights_file(hyperparams: dict) -> Path:
+    """The Inception file the settings name, or where `bench data download` puts it."""
+    from bench.metrics.fid_inception import default_weights
+
+    return Path(hyperparams["weights"]) if hyperparams.get("weights") else default_weights()
+
+
+def check_weights(hyperparams: dict) -> None:
+    """Before a run trains: the Inception file FID needs is where the settings say, so a
+    missing download fails in a second, not after training."""
+    from bench.metrics.fid_inception import missing_weights_message
+
+    path = weights_file(hyperparams)
+    if not path.is_file():
+        raise BenchError(missing_weights_message(path))
+
+
+def weights_record(hyperparams: dict) -> dict[str, str]:
+    """What metrics.json keeps beside a score: the Inception file it was computed with."""
+    path = weights_file(hyperparams)
+    return {"inception_weights": path.name, "inception_sha256": file_digest(path)["sha256"]}
 
 
 def feature_network(weights: str | None, device: torch.device) -> tuple[FeatureNetwork, str]:
@@ -97,10 +128,14 @@ def frechet_distance(
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise BenchError(f"fid: statistics of different sizes ({mu1.shape} and {mu2.shape} means)")
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(sigma1)) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    # Fewer images than features make the product singular, and scipy warns of it; the
+    # result is checked here instead (pytorch-fid's eps retry, then the imaginary part).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(len(sigma1)) * eps
+            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise BenchError(
@@ -165,4 +200,7 @@ SPEC = MetricSpec(
     keys=("fid",),
     protocol=describe_protocol,
     scores="generated",
+    data="any",
+    preflight=check_weights,
+    provenance=weights_record,
 )

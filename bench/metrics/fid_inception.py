@@ -196,16 +196,20 @@ def default_weights() -> Path:
     return folder_of("fid-inception") / FID_INCEPTION_FILE
 
 
+def missing_weights_message(path: Path) -> str:
+    return (
+        f"fid: no Inception weights at {path}; run `bench data download fid-inception`, "
+        f"or set eval.hyperparams.fid.weights to a copy of {FID_INCEPTION_FILE}"
+    )
+
+
 def load_fid_inception(path: Path | None = None) -> FIDInceptionV3:
     """The FID network with the published weights from ``path`` (default: where
     ``bench data download fid-inception`` puts them), in eval mode; refuses a missing file or
     one whose sha256 does not start with the digits its name carries."""
     path = Path(path) if path is not None else default_weights()
     if not path.is_file():
-        raise BenchError(
-            f"fid: no Inception weights at {path}; run `bench data download fid-inception`, "
-            f"or set eval.hyperparams.fid.weights to a copy of {FID_INCEPTION_FILE}"
-        )
+        raise BenchError(missing_weights_message(path))
     digest = file_digest(path)["sha256"]
     if not digest.startswith(FID_INCEPTION_SHA256_PREFIX):
         raise BenchError(

@@ -39,6 +39,15 @@ class MetricSpec:
     # disentanglement metric), or "generated", a function giving the images the model
     # generates for dataset rows (FID), the dataset passed as it is.
     scores: str = "codes"
+    # The data it scores: "factors" (a ground-truth factor grid), "attributes" (binary labels
+    # per image, as CelebA's) or "any" (either kind).
+    data: str = "factors"
+    # Checks a run makes before it trains, with the metric's hyperparameters: what the metric
+    # will need later (FID: its Inception file) is there now, or a one-line error says how.
+    preflight: Callable[[dict[str, Any]], None] | None = None
+    # What a score was computed with beyond its settings, recorded beside it in metrics.json
+    # (FID: the Inception file's name and sha256), from the metric's hyperparameters.
+    provenance: Callable[[dict[str, Any]], dict[str, str]] | None = None
 
     def for_profile(self, profile: str) -> tuple[Callable[..., dict[str, float]], str]:
         """The function and version that score under ``profile`` ("exact" or "fast")."""
@@ -50,6 +59,13 @@ class MetricSpec:
         """The profile a score under ``profile`` really has: a metric without a fast
         variant scores exactly, whatever was asked."""
         return "fast" if profile == "fast" and self.fast_function is not None else "exact"
+
+    @property
+    def fits_own_pca(self) -> bool:
+        """Whether it can reduce each unit's token by a PCA(1) fitted on the images it scores
+        (a ``pca_units`` hyperparameter: TAD, the attribute probe), as ``eval.pca_fit=sample``
+        asks."""
+        return "pca_units" in hyperparameter_defaults(self.function)
 
     def hyperparameters(self, function: Callable[..., Any]) -> dict[str, Any]:
         """The hyperparameters bench's evaluation passes ``function`` (this metric's exact or

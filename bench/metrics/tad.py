@@ -144,4 +144,5 @@ SPEC = MetricSpec(
     higher_is_better=True,
     keys=("tad", "num_attributes_captured"),
     protocol=describe_protocol,
+    data="attributes",
 )

@@ -110,16 +110,22 @@ class PixelDDPM(Method):
         return (images * 2 - 1).flatten(1)
 
     @torch.no_grad()
-    def pictures(self, dataset, folder: Path, device: torch.device) -> list[Path]:
-        self.eval()
-        columns = max(1, self.config.picture_samples // 2)
+    def generate(self, images: torch.Tensor, seed: int, steps: int | None = None) -> torch.Tensor:
+        """Unconditional DDIM samples (eta 0, x0 clipped as PDAE samples), as many as
+        ``images`` (whose content is not used), from noise seeded by ``seed``."""
         height, _, channels = self.image_shape
-        shape = (2 * columns, channels, height, height)
-        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+        shape = (len(images), channels, height, height)
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(images.device)
         ddim = DDIMScheduler.from_config(self.scheduler.config, clip_sample=True)
-        ddim.set_timesteps(self.config.sample_steps, device=device)
+        ddim.set_timesteps(steps or self.config.sample_steps, device=images.device)
         for step in ddim.timesteps:
             predicted = self.unet(x, step.expand(len(x))).sample
             x = ddim.step(predicted, step, x, eta=0.0, use_clipped_model_output=True).prev_sample
-        samples = ((x + 1) / 2).clamp(0, 1)
+        return ((x + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def pictures(self, dataset, folder: Path, device: torch.device) -> list[Path]:
+        self.eval()
+        columns = max(1, self.config.picture_samples // 2)
+        samples = self.generate(torch.empty(2 * columns, 0, device=device), seed=0)
         return [write_png(folder / "samples.png", samples.view(2, columns, *samples.shape[1:]))]

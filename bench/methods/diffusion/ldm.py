@@ -91,9 +91,15 @@ class LatentDiffusion(LatentDiffusionBase):
         return self.latents(images).flatten(1)
 
     @torch.no_grad()
+    def generate(self, images: torch.Tensor, seed: int, steps: int | None = None) -> torch.Tensor:
+        """Unconditional DDIM samples (eta 0), as many as ``images`` (whose content is not
+        used), from noise seeded by ``seed``."""
+        noise = self.latent_noise(len(images), images.device, seed)
+        return self.ddim_sample(lambda x, t: self.unet(x, t).sample, noise, steps)
+
+    @torch.no_grad()
     def pictures(self, dataset, folder: Path, device: torch.device) -> list[Path]:
         self.eval()
         columns = max(1, self.config.picture_samples // 2)
-        noise = self.latent_noise(2 * columns, device)
-        samples = self.ddim_sample(lambda x, t: self.unet(x, t).sample, noise)
+        samples = self.generate(torch.empty(2 * columns, 0, device=device), seed=0)
         return [write_png(folder / "samples.png", samples.view(2, columns, *samples.shape[1:]))]
