@@ -1,14 +1,15 @@
-"""Training throughput of a method's paper configuration (DyGA+SD by default, DisDiff or
-DiTi), and for DyGA+SD the cost of one DyGA refit.
+"""Training throughput of a method's paper configuration (DyGA+SD by default, DisDiff, DiTi
+or DBRL), and for DyGA+SD the cost of one DyGA refit.
 
-    python benchmarks/train_throughput.py [--method dyga_sd|disdiff|diti] [--batch-size N]
+    python benchmarks/train_throughput.py [--method dyga_sd|disdiff|diti|dbrl] [--batch-size N]
         [--steps 3] [--devices cpu,cuda]
 
 For each device (CPU, and CUDA when present), bf16 autocast off/on and ``torch.compile``
 off/on, times full training steps of the method's ``paper`` settings (its optimizer and EMA;
 DyGA+SD with anchoring active and Skip Dropout; DisDiff with its six decoder passes and the
-disentangling loss; DiTi on its 64-px pixel DDPM) on shapes3d-procedural batches, at the
-method's paper batch size unless ``--batch-size`` says otherwise: images/s, seconds per step,
+disentangling loss; DiTi on its 64-px pixel DDPM; DBRL's NCSN++ and encoder) on
+shapes3d-procedural batches, at the method's paper batch size unless ``--batch-size`` says
+otherwise: images/s, seconds per step,
 peak memory (CUDA: max allocated; CPU: the process's peak RSS so far). The frozen stages are
 untrained here: a step costs the same whatever their weights.
 
@@ -159,7 +160,8 @@ def device_name(device: torch.device) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="dyga_sd", choices=["dyga_sd", "disdiff", "diti"])
+    methods = ["dyga_sd", "disdiff", "diti", "dbrl"]
+    parser.add_argument("--method", default="dyga_sd", choices=methods)
     parser.add_argument("--batch-size", type=int, help="default: the method's paper batch")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--devices", default="cpu,cuda")

@@ -59,3 +59,8 @@ METHODS.register(
 )
 
 __all__ = ["METHODS"]
+METHODS.register(
+    "dbrl",
+    "bench.methods.dbrl:DBRL",
+    "Diffusion-Based Representation Learning (Mittal et al. 2023): VE score model + E(x, t)",
+)

@@ -60,6 +60,7 @@ from bench.methods.diffusion.gradient_field import (
 from bench.methods.diffusion.ldm import LatentDiffusion, LDMStageConfig
 from bench.methods.diffusion.pictures import (
     interchange_grid,
+    percentile_sweep,
     picture_images,
     traversal_grid,
     write_png,
@@ -279,6 +280,5 @@ class DisDiff(OnFrozenModel):
         centred = (units - centre).transpose(0, 1).float()  # (N, B, D)
         direction = torch.linalg.svd(centred, full_matrices=False).Vh[:, 0]  # (N, D)
         projections = torch.einsum("nbd,nd->bn", centred, direction)
-        quantiles = torch.linspace(0.05, 0.95, self.config.traversal_values, device=units.device)
-        values = torch.quantile(projections, quantiles, dim=0)  # (steps, N)
+        values = percentile_sweep(projections, self.config.traversal_values)  # (steps, N)
         return centre + values[..., None] * direction

@@ -38,6 +38,13 @@ def traversal_grid(base: torch.Tensor, values: torch.Tensor, generate: Generate)
     return torch.stack(rows)
 
 
+def percentile_sweep(values: torch.Tensor, steps: int) -> torch.Tensor:
+    """(steps, N): each column of ``values`` (B, N) from its 5th to its 95th percentile, the
+    range a traversal sweeps."""
+    quantiles = torch.linspace(0.05, 0.95, steps, device=values.device)
+    return torch.quantile(values.float(), quantiles, dim=0)
+
+
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
 

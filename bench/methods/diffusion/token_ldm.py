@@ -25,6 +25,7 @@ from torch import nn
 from bench.methods.diffusion.latent import LatentDiffusionBase, LatentDiffusionBaseConfig
 from bench.methods.diffusion.pictures import (
     interchange_grid,
+    percentile_sweep,
     picture_images,
     traversal_grid,
     write_png,
@@ -109,8 +110,7 @@ class TokenDiffusion(LatentDiffusionBase):
             return self.sample(scalars, noise.expand(len(scalars), *noise.shape[1:]))
 
         # The traversal sweeps each unit from its 5th to 95th percentile over these images.
-        quantiles = torch.linspace(0.05, 0.95, self.config.traversal_values, device=device)
-        values = torch.quantile(scalars.float(), quantiles, dim=0)  # (steps, N)
+        values = percentile_sweep(scalars, self.config.traversal_values)  # (steps, N)
         return [
             write_png(folder / "interchange.png", interchange_grid(images, scalars, generate)),
             write_png(folder / "traversal.png", traversal_grid(scalars[:1], values, generate)),
