@@ -105,9 +105,20 @@ class DataOrder:
         return np.concatenate(parts)
 
 
+# The key of the run's optimizer's loss when a method returns one loss per optimizer.
+RUN_LOSS = "run"
+
+
 def trainable(method: Method) -> list[torch.nn.Parameter]:
-    """The parameters the optimizer and the EMA see: frozen parts (a first stage) are left out."""
+    """The parameters the optimizers and the EMA see: frozen parts (a first stage) are left out."""
     return [p for p in method.parameters() if p.requires_grad]
+
+
+def run_parameters(method: Method) -> list[torch.nn.Parameter]:
+    """What the run's optimizer trains: every trainable parameter that none of the method's
+    own optimizers claims."""
+    own = {id(p) for spec in method.own_optimizers().values() for p in spec.parameters}
+    return [p for p in trainable(method) if id(p) not in own]
 
 
 def ema_parameters(method: Method, modules: list[str] | None) -> list[torch.nn.Parameter]:
@@ -158,14 +169,45 @@ def warmup_factor(step: int, train: DictConfig) -> float:
 
 
 def build_optimizer(method: Method, train: DictConfig) -> torch.optim.Optimizer:
+    """The run's optimizer (``train.*``) over ``run_parameters``."""
     optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[train.optimizer.value]
     return optimizer_cls(
-        trainable(method),
+        run_parameters(method),
         lr=train.lr,
         betas=(train.adam_beta1, train.adam_beta2),
         eps=train.adam_eps,
         weight_decay=train.weight_decay,
     )
+
+
+def build_own_optimizers(method: Method) -> dict[str, torch.optim.Optimizer]:
+    """The method's own optimizers (``Method.own_optimizers``), by name."""
+    return {
+        name: torch.optim.Adam(spec.parameters, lr=spec.lr, betas=spec.betas, eps=spec.eps)
+        for name, spec in method.own_optimizers().items()
+    }
+
+
+def backward(
+    losses: dict[str, torch.Tensor], parameters: dict[str, list[torch.nn.Parameter]]
+) -> None:
+    """Gradients for every optimizer: one loss, the usual backward pass; several, each loss
+    differentiated with respect to its optimizer's parameters alone, so that no loss moves
+    another optimizer's parameters (FactorVAE: the VAE never gets the discriminator's loss,
+    the discriminator never the VAE's)."""
+    if list(losses) == [RUN_LOSS]:
+        losses[RUN_LOSS].backward()
+        return
+    if set(losses) != set(parameters):
+        raise BenchError(
+            f"training_loss returned losses for {sorted(losses)}, and the optimizers are "
+            f"{sorted(parameters)}: one loss per optimizer"
+        )
+    for name, loss in losses.items():
+        params = parameters[name]
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
 
 
 def open_tensorboard(record: RunRecord) -> Any:
@@ -217,6 +259,9 @@ def train(
     device = select_device(train_cfg.device)
     method.to(device).train()
     optimizer = build_optimizer(method, train_cfg)
+    own_optimizers = build_own_optimizers(method)
+    parameters = {RUN_LOSS: run_parameters(method)}
+    parameters.update({n: spec.parameters for n, spec in method.own_optimizers().items()})
     ema_modules = None if train_cfg.ema_modules is None else list(train_cfg.ema_modules)
     averaged = ema_parameters(method, ema_modules) if train_cfg.ema_decay is not None else []
     ema = build_ema(train_cfg.ema_decay, averaged, train_cfg.ema_warmup)
@@ -229,7 +274,7 @@ def train(
     step = 0
     checkpoint = newest_usable(record.checkpoints_dir)
     if checkpoint is not None:
-        step = load_checkpoint(checkpoint, method, optimizer, ema, noise)
+        step = load_checkpoint(checkpoint, method, optimizer, ema, noise, own_optimizers)
         record.truncate_log(step)
         tqdm.write(f"resuming {record.path} from step {step}", file=sys.stderr)
     else:  # draws from torch's global generator (dropout) start from the seed, whether or
@@ -248,18 +293,25 @@ def train(
             images = source.batch(data_order.batch(step), device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, logs = method.training_loss(images, noise)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLoss(step + 1, value, last_finite)
-            last_finite = value
+            losses = loss if isinstance(loss, dict) else {RUN_LOSS: loss}
+            values = {name: part.item() for name, part in losses.items()}
+            for part_value in values.values():
+                if not math.isfinite(part_value):
+                    raise NonFiniteLoss(step + 1, part_value, last_finite)
+            value = last_finite = values[RUN_LOSS]
+            logs = {**logs, **{f"{n}_loss": losses[n].detach() for n in own_optimizers}}
 
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for own in own_optimizers.values():
+                own.zero_grad(set_to_none=True)
+            backward(losses, parameters)
             for group in optimizer.param_groups:
                 group["lr"] = train_cfg.lr * warmup_factor(step, train_cfg)
-            if train_cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(method.parameters(), train_cfg.grad_clip)
+            if train_cfg.grad_clip is not None:  # the run's parameters; own optimizers unclipped
+                torch.nn.utils.clip_grad_norm_(parameters[RUN_LOSS], train_cfg.grad_clip)
             optimizer.step()
+            for own in own_optimizers.values():
+                own.step()
             if ema is not None:
                 ema.step(averaged)
             step += 1
@@ -296,7 +348,7 @@ def train(
             due = step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps
             if due or stop["signum"] is not None:
                 keep = train_cfg.keep_checkpoints
-                save_checkpoint(record, step, method, optimizer, ema, noise, keep)
+                save_checkpoint(record, step, method, optimizer, ema, noise, keep, own_optimizers)
             if stop["signum"] is not None:
                 raise Preempted(step, stop["signum"])
 
@@ -315,11 +367,13 @@ def save_checkpoint(
     ema: EMAModel | None,
     noise: torch.Generator,
     keep: int = 2,
+    own_optimizers: dict[str, torch.optim.Optimizer] | None = None,
 ) -> None:
     checkpoint = {
         "step": step,
         "model": method.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "own_optimizers": {n: o.state_dict() for n, o in (own_optimizers or {}).items()},
         "ema": ema.state_dict() if ema is not None else None,
         "rng": {
             **global_rng_state(),
@@ -335,11 +389,14 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     ema: EMAModel | None,
     noise: torch.Generator,
+    own_optimizers: dict[str, torch.optim.Optimizer] | None = None,
 ) -> int:
     """Restore everything ``save_checkpoint`` wrote; returns the step to continue from."""
     checkpoint = load_checkpoint_file(path)
     method.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
+    for name, own in (own_optimizers or {}).items():
+        own.load_state_dict(checkpoint["own_optimizers"][name])
     if ema is not None:
         ema.load_state_dict(checkpoint["ema"])
     rng = checkpoint["rng"]

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from bench.config import RunConfig
-from bench.methods.base import Method, MethodConfig
+from bench.methods.base import Method, MethodConfig, OwnOptimizer
 from bench.registry import BenchError
 from bench.runner import run
 from bench.store import RunRecord
@@ -323,3 +323,81 @@ def test_metric_curves_leave_training_untouched_and_are_reported(tmp_path):
 
     write_report(tmp_path, tmp_path / "report")
     assert (tmp_path / "report" / "curve-dsprites-procedural-mig-exact.png").is_file()
+
+
+@dataclass
+class DuelConfig(MethodConfig):
+    name: str = "duel"
+
+
+class Duel(Method):
+    """A generator weight and a critic with an Adam of its own (FactorVAE's shape): each loss
+    depends on both parts, so a loss reaching the wrong part would show in the weights."""
+
+    config_class = DuelConfig
+
+    def __init__(self, config, image_shape):
+        super().__init__(config, image_shape)
+        torch.manual_seed(0)
+        self.generator_weight = torch.nn.Parameter(torch.randn(3))
+        self.critic = torch.nn.Linear(3, 1)
+
+    @property
+    def representation_dim(self):
+        return 3
+
+    def own_optimizers(self):
+        return {"critic": OwnOptimizer(list(self.critic.parameters()), 1e-2, (0.5, 0.9))}
+
+    def losses(self, images, noise):
+        fake = self.generator_weight * images.mean() + noise
+        score = self.critic(fake[None]).squeeze()
+        return {"run": score**2 + (fake**2).sum(), "critic": -score + 0.1 * fake.sum() ** 2}
+
+    def training_loss(self, images, generator):
+        noise = torch.randn(3, generator=generator, device=generator.device)
+        return self.losses(images, noise), {}
+
+    def encode(self, images):
+        return self.generator_weight.expand(len(images), 3)
+
+
+def test_each_optimizer_steps_on_its_own_loss_for_its_own_parameters(tmp_path):
+    data = FactorGrid((4, 4))
+    cfg = quadratic_cfg(steps=5, batch_size=4, optimizer="adam", lr=0.05)
+    model = Duel(DuelConfig(), data.image_shape)
+    replay = Duel(DuelConfig(), data.image_shape)
+    train(model, data, cfg, RunRecord(tmp_path))
+    # By hand: two Adams, each fed autograd.grad of its loss with respect to its parameters.
+    order, generator = DataOrder(len(data), 4, cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    critic = list(replay.critic.parameters())
+    adam_run = torch.optim.Adam([replay.generator_weight], lr=0.05)
+    adam_critic = torch.optim.Adam(critic, lr=1e-2, betas=(0.5, 0.9))
+    for step in range(5):
+        images = torch.from_numpy(data.images(order.batch(step))).float().div(255)
+        losses, _ = replay.training_loss(images.permute(0, 3, 1, 2), generator)
+        (g,) = torch.autograd.grad(losses["run"], [replay.generator_weight], retain_graph=True)
+        critic_grads = torch.autograd.grad(losses["critic"], critic)
+        replay.generator_weight.grad = g
+        for param, grad in zip(critic, critic_grads, strict=True):
+            param.grad = grad
+        adam_run.step()
+        adam_critic.step()
+    for name, value in replay.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-6, atol=1e-7)
+    log = RunRecord(tmp_path).read_log()[-1]
+    assert {"loss", "critic_loss"} <= log.keys()
+
+
+def test_two_optimizers_resume_bit_identically(tmp_path):
+    data = FactorGrid((4, 4))
+    whole = Duel(DuelConfig(), data.image_shape)
+    train(whole, data, quadratic_cfg(steps=8, batch_size=4), RunRecord(tmp_path / "whole"))
+    first = Duel(DuelConfig(), data.image_shape)
+    cfg = quadratic_cfg(steps=4, batch_size=4, checkpoint_every=4)
+    train(first, data, cfg, RunRecord(tmp_path / "split"))
+    resumed = Duel(DuelConfig(), data.image_shape)  # fresh weights: everything from the file
+    cfg = quadratic_cfg(steps=8, batch_size=4, checkpoint_every=4)
+    train(resumed, data, cfg, RunRecord(tmp_path / "split"))
+    for name, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name

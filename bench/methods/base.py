@@ -23,6 +23,18 @@ class MethodConfig:
 
 
 @dataclass
+class OwnOptimizer:
+    """Adam over some of a method's parameters, in place of the run's optimizer (``train.*``):
+    FactorVAE's discriminator, a GAN's critic. Its loss is differentiated with respect to
+    these parameters alone, and no other loss ever reaches them."""
+
+    parameters: list[nn.Parameter]
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+@dataclass
 class TrainingProgress:
     """What the training loop tells a method after each optimizer step."""
 
@@ -77,8 +89,16 @@ class Method(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def training_loss(
         self, images: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The scalar loss to minimise and named values to log."""
+    ) -> tuple[torch.Tensor | dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The scalar loss to minimise and named values to log. A method with
+        ``own_optimizers`` returns a loss per optimizer instead: ``{"run": ...}`` for the
+        run's optimizer, and one under each of its own optimizers' names."""
+
+    def own_optimizers(self) -> dict[str, OwnOptimizer]:
+        """Parameters trained by optimizers of their own, by name (the run's optimizer trains
+        every other trainable parameter). All of them step once per training step, each on
+        the gradient of its own loss with respect to its own parameters."""
+        return {}
 
     @abstractmethod
     def encode(self, images: torch.Tensor) -> torch.Tensor:
