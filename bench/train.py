@@ -180,6 +180,31 @@ def build_optimizer(method: Method, train: DictConfig) -> torch.optim.Optimizer:
     )
 
 
+def label_columns(dataset: GroundTruthData, factors: list[str]) -> list[int]:
+    """Where each labelled factor is among the dataset's stored factors, or a one-line error
+    naming the factors it has."""
+    if not hasattr(dataset, "state_names"):
+        raise BenchError(
+            f"labels for {', '.join(factors)}: {type(dataset).__name__} has no factors to "
+            "label; train a weakly supervised method on a dataset of factors"
+        )
+    visible = list(dataset.factor_names)
+    unknown = [f for f in factors if f not in visible]
+    if unknown:
+        raise BenchError(
+            f"labelled factor {unknown[0]!r} is not one of {type(dataset).__name__}'s "
+            f"factors: {', '.join(visible)}"
+        )
+    return [list(dataset.state_names).index(f) for f in factors]
+
+
+def batch_labels(
+    dataset: GroundTruthData, rows: np.ndarray, columns: list[int], device: torch.device
+) -> torch.Tensor:
+    """int64 (B, k): the labelled factors' value indices of dataset ``rows``."""
+    return torch.from_numpy(dataset.factors_of(rows)[:, columns]).to(device)
+
+
 def build_own_optimizers(method: Method) -> dict[str, torch.optim.Optimizer]:
     """The method's own optimizers (``Method.own_optimizers``), by name."""
     return {
@@ -267,6 +292,8 @@ def train(
     ema = build_ema(train_cfg.ema_decay, averaged, train_cfg.ema_warmup)
     noise = torch.Generator(device).manual_seed(cfg.seed)  # the method's random draws
     data_order = DataOrder(len(dataset), train_cfg.batch_size, cfg.seed)
+    labeled = method.labeled_factors()
+    columns = label_columns(dataset, labeled) if labeled else None
     source = TorchImages(dataset, cfg.data.device)
     use_amp = train_cfg.amp and device.type == "cuda"
     tensorboard = open_tensorboard(record) if train_cfg.tensorboard else None
@@ -290,9 +317,13 @@ def train(
     )
     with stop_signals() as stop, bar:
         while step < train_cfg.steps:
-            images = source.batch(data_order.batch(step), device)
+            rows = data_order.batch(step)
+            images = source.batch(rows, device)
+            # Labels only for a method that names labelled factors: unsupervised ones never
+            # see any.
+            labels = () if columns is None else (batch_labels(dataset, rows, columns, device),)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, logs = method.training_loss(images, noise)
+                loss, logs = method.training_loss(images, noise, *labels)
             losses = loss if isinstance(loss, dict) else {RUN_LOSS: loss}
             values = {name: part.item() for name, part in losses.items()}
             for part_value in values.values():

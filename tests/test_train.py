@@ -401,3 +401,63 @@ def test_two_optimizers_resume_bit_identically(tmp_path):
     train(resumed, data, cfg, RunRecord(tmp_path / "split"))
     for name, value in whole.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], value), name
+
+
+@dataclass
+class LabelledConfig(QuadraticConfig):
+    name: str = "labelled"
+    labeled: tuple[str, ...] = ()
+
+
+class Labelled(Quadratic):
+    """Keeps every argument the loop passes its ``training_loss`` beyond images and noise."""
+
+    config_class = LabelledConfig
+
+    def __init__(self, config, image_shape):
+        super().__init__(config, image_shape)
+        self.received = []
+
+    def labeled_factors(self):
+        return list(self.config.labeled)
+
+    def training_loss(self, images, generator, *extra):
+        self.received.append(extra)
+        return super().training_loss(images, generator)
+
+
+def test_a_method_naming_labelled_factors_gets_their_classes_and_no_other_does(tmp_path):
+    data = FactorGrid((3, 4, 5))
+    cfg = quadratic_cfg(steps=4, batch_size=6)
+    model = Labelled(LabelledConfig(labeled=("f2", "f0")), data.image_shape)
+    train(model, data, cfg, RunRecord(tmp_path / "labelled"))
+    order = DataOrder(len(data), 6, cfg.seed)
+    for step, (labels,) in enumerate(model.received):
+        expected = data.factors_of(order.batch(step))[:, [2, 0]]
+        assert labels.dtype == torch.int64 and np.array_equal(labels.numpy(), expected)
+    unsupervised = Labelled(LabelledConfig(), data.image_shape)
+    train(unsupervised, data, cfg, RunRecord(tmp_path / "unsupervised"))
+    assert unsupervised.received == [()] * 4
+
+
+def test_every_registered_method_is_unsupervised_by_default():
+    # The loop passes labels only to a method whose labeled_factors() names some (above).
+    import inspect
+
+    from bench.methods import METHODS
+
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        assert cls.labeled_factors is Method.labeled_factors, name
+        assert list(inspect.signature(cls.training_loss).parameters) == [
+            "self",
+            "images",
+            "generator",
+        ], name
+
+
+def test_an_unknown_labelled_factor_is_a_one_line_error(tmp_path):
+    data = FactorGrid((3, 4))
+    model = Labelled(LabelledConfig(labeled=("f9",)), data.image_shape)
+    with pytest.raises(BenchError, match="'f9' is not one of FactorGrid's factors: f0, f1"):
+        train(model, data, quadratic_cfg(steps=2, batch_size=4), RunRecord(tmp_path))

@@ -94,6 +94,13 @@ class Method(nn.Module, metaclass=ABCMeta):
         ``own_optimizers`` returns a loss per optimizer instead: ``{"run": ...}`` for the
         run's optimizer, and one under each of its own optimizers' names."""
 
+    def labeled_factors(self) -> list[str]:
+        """Factors whose class labels this method trains with (a weakly supervised method's
+        config names them). The training loop then passes ``training_loss`` a third argument,
+        the labels: int64 (B, k), each factor's value index, in this order. Empty (every
+        unsupervised method): no label ever reaches the method."""
+        return []
+
     def own_optimizers(self) -> dict[str, OwnOptimizer]:
         """Parameters trained by optimizers of their own, by name (the run's optimizer trains
         every other trainable parameter). All of them step once per training step, each on
