@@ -130,6 +130,7 @@ def sweep(
     if not (status or dry_run):
         from bench.fileio import make_folder
 
+        plan.check_files()
         make_folder(plan.out, "run records under")
     if status or dry_run:
         rows, counts = status_table(plan)

@@ -212,22 +212,42 @@ def metric_settings(
     return spec, function, version, {**spec.hyperparameters(function), **overrides.get(name, {})}
 
 
-def check_ready(method_class: type[Method], dataset, eval_cfg: DictConfig) -> None:
-    """Before a run trains: every metric it will score (``eval.metrics``, and the curves'
-    ``eval.history.metrics`` when ``eval.every`` is set) can score this method on this kind
-    of data, and what a metric will read later (FID's Inception file) is there. A one-line
-    error now instead of one after training."""
-    kind = "attributes" if hasattr(dataset, "attributes") else "factors"
-    batteries = [(eval_cfg.metrics, eval_cfg.profile, eval_cfg.hyperparams, "eval.metrics")]
+def batteries(eval_cfg: DictConfig) -> list[tuple[list[str], str, dict, str]]:
+    """(metrics, profile, hyperparameters, config key) of every battery a run scores:
+    ``eval.metrics``, and the curves' ``eval.history.metrics`` when ``eval.every`` is set."""
+    found = [
+        (
+            list(eval_cfg.metrics),
+            eval_cfg.profile,
+            OmegaConf.to_container(eval_cfg.hyperparams),
+            "eval.metrics",
+        )
+    ]
     if eval_cfg.get("every") is not None:
         history = eval_cfg.history
-        batteries.append(
-            (history.metrics, history.profile, history.hyperparams, "eval.history.metrics")
-        )
-    for metrics, profile, hyperparams, key in batteries:
-        overrides = OmegaConf.to_container(hyperparams)
+        hyperparams = OmegaConf.to_container(history.hyperparams)
+        found.append((list(history.metrics), history.profile, hyperparams, "eval.history.metrics"))
+    return found
+
+
+def check_files(eval_cfg: DictConfig) -> None:
+    """What the metrics will read from disk later (FID's Inception file) is there: needs
+    neither the model nor the data, so a sweep checks it before it queues any run."""
+    for metrics, profile, overrides, _ in batteries(eval_cfg):
         for name in metrics:
             spec, _, _, settings = metric_settings(name, profile, overrides)
+            if spec.preflight is not None:
+                spec.preflight(settings)
+
+
+def check_ready(method_class: type[Method], dataset, eval_cfg: DictConfig) -> None:
+    """Before a run trains: every metric it will score can score this method on this kind of
+    data, and what a metric will read later is there (``check_files``). A one-line error now
+    instead of one after training."""
+    kind = "attributes" if hasattr(dataset, "attributes") else "factors"
+    for metrics, profile, overrides, key in batteries(eval_cfg):
+        for name in metrics:
+            spec, _, _, _ = metric_settings(name, profile, overrides)
             if spec.data not in (kind, "any"):
                 fitting = [m for m in METRICS.names() if METRICS.get(m).data in (kind, "any")]
                 raise BenchError(
@@ -239,8 +259,7 @@ def check_ready(method_class: type[Method], dataset, eval_cfg: DictConfig) -> No
                     f"{name} scores generated images and {method_class.__name__} does not "
                     f"generate any; leave {name} out of {key}"
                 )
-            if spec.preflight is not None:
-                spec.preflight(settings)
+    check_files(eval_cfg)
 
 
 def score_battery(

@@ -26,6 +26,7 @@ nothing new, and a sweep with one more seed runs only that seed. Each record get
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
 from bench.claim import active_holder
 from bench.config import config_hash, resolve_config
@@ -96,6 +98,19 @@ class Sweep:
                 path, RunSpec(method, dataset, seed, variant, overrides, self.preset, path)
             )
         return list(specs.values())
+
+    def check_files(self) -> None:
+        """What every run would find missing only after it starts (FID's Inception file),
+        checked once per distinct evaluation setting before any run is queued."""
+        from bench.evaluate import check_files
+
+        seen = set()
+        for spec in self.runs():
+            cfg = resolve_config(spec.method, spec.dataset, spec.preset, spec.overrides, spec.seed)
+            key = json.dumps(OmegaConf.to_container(cfg.eval, resolve=True), sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                check_files(cfg.eval)
 
 
 def load_sweep(path: Path, out: Path | None = None) -> Sweep:

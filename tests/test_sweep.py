@@ -119,3 +119,15 @@ def test_a_killed_workers_run_resumes_from_its_checkpoint(tmp_path):
     assert "resuming" in (spec.path / "sweep.log").read_text()
     steps = [e["step"] for e in record.read_log() if "loss" in e]
     assert steps == list(range(1, 81))  # each step logged once: resumed, not restarted
+
+
+def test_a_sweep_missing_the_inception_file_stops_before_it_runs_anything(tmp_path):
+    from tests.conftest import bench_cli
+
+    overrides = [*QUICK[:-2], "eval.metrics=[fid]"]
+    path = write_sweep(tmp_path / "s.yaml", seeds=3, overrides=overrides)
+    result = bench_cli("sweep", str(path), "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2
+    error = result.stderr.strip()
+    assert "bench data download fid-inception" in error and "\n" not in error
+    assert not (tmp_path / "runs").exists()
