@@ -35,12 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers.models.embeddings import GaussianFourierProjection
 from torch import nn
 from torch.nn import functional as F
 
 from bench.methods.base import Method, MethodConfig
-from bench.methods.diffusion.ncsnpp import NCSNpp, NCSNppConfig, init_layer
+from bench.methods.diffusion.ncsnpp import NCSNpp, NCSNppConfig, TimeEmbedding, init_layer
 from bench.methods.diffusion.pictures import (
     interchange_grid,
     percentile_sweep,
@@ -84,18 +83,6 @@ class DBRLConfig(MethodConfig):
     snr: float = 0.16
     picture_pairs: int = 4
     traversal_values: int = 8
-
-
-class TimeEmbedding(nn.Sequential):
-    """The encoder's own embedding of t: Fourier features of log σ(t), two linear layers."""
-
-    def __init__(self, features: int, scale: float = 16.0) -> None:
-        super().__init__(
-            GaussianFourierProjection(features, scale=scale, log=True),
-            init_layer(nn.Linear(2 * features, 4 * features)),
-            nn.SiLU(),
-            init_layer(nn.Linear(4 * features, 4 * features)),
-        )
 
 
 class WideBasic(nn.Module):

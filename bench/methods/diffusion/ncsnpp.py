@@ -72,14 +72,25 @@ def init_layer(layer: nn.Module, scale: float = 1.0) -> nn.Module:
     return layer
 
 
+class TimeEmbedding(nn.Sequential):
+    """score_sde's embedding of the noise level: Gaussian Fourier features of log σ, two
+    linear layers with swish between (DBRL's encoder has one of its own)."""
+
+    def __init__(self, features: int, scale: float = 16.0) -> None:
+        super().__init__(
+            GaussianFourierProjection(features, scale=scale, log=True),
+            init_layer(nn.Linear(2 * features, 4 * features)),
+            nn.SiLU(),
+            init_layer(nn.Linear(4 * features, 4 * features)),
+        )
+
+
 class NCSNpp(nn.Module):
     def __init__(self, config: NCSNppConfig, image_size: int, channels: int, code_dim: int) -> None:
         super().__init__()
         nf, levels = config.nf, len(config.ch_mult)
         temb = 8 * nf  # the time embedding (4·nf) and the code's (4·nf), concatenated
-        self.fourier = GaussianFourierProjection(nf, scale=config.fourier_scale, log=True)
-        self.time_1 = init_layer(nn.Linear(2 * nf, 4 * nf))
-        self.time_2 = init_layer(nn.Linear(4 * nf, 4 * nf))
+        self.time = TimeEmbedding(nf, config.fourier_scale)
         self.code_to_temb = nn.Linear(code_dim, 4 * nf)
 
         def resnet(in_ch: int, out_ch: int | None = None, **resample: bool) -> ResnetBlock2D:
@@ -170,8 +181,7 @@ class NCSNpp(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         """The score at ``x`` (B, C, H, W) for noise levels ``sigma`` (B,) and codes (B, D)."""
         act = nn.functional.silu
-        temb = self.time_2(act(self.time_1(self.fourier(sigma))))
-        temb = torch.cat([temb, self.code_to_temb(code)], dim=1)
+        temb = torch.cat([self.time(sigma), self.code_to_temb(code)], dim=1)
 
         h = self.conv_in(x)
         skips, pyramid = [h], x
