@@ -13,6 +13,7 @@ of another preset or other settings never stands in for it).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import yaml
 from bench.fileio import atomic_write_text
 from bench.metrics import METRICS
 from bench.registry import BenchError
-from bench.report import collect, with_rows
+from bench.report import base_metric, collect, with_rows
 
 # A single-seed entry has no seed std to scale: the absolute tolerance is all there is.
 DEFAULT_TOLERANCE = {"abs": 0.01, "k_std": 3.0}
@@ -77,10 +78,14 @@ def compare(results: pd.DataFrame, reference: dict[str, Any]) -> list[Comparison
                 Comparison(entry, None, tolerance, "missing", _why_missing(entry, table))
             )
             continue
-        diff = float(row["mean"]) - entry["mean"]
+        ours, theirs = float(row["mean"]), float(entry["mean"])
+        diff = ours - theirs
         verdict = "ok"
-        if abs(diff) > tolerance + 1e-12:
-            better = diff > 0 if METRICS.get(entry["metric"]).higher_is_better else diff < 0
+        if math.isnan(ours) or math.isnan(theirs):  # undefined (DCI disentanglement of one
+            verdict = "ok" if math.isnan(ours) and math.isnan(theirs) else "regressed"  # factor)
+        elif abs(diff) > tolerance + 1e-12:
+            metric = base_metric(entry["metric"])
+            better = diff > 0 if METRICS.get(metric).higher_is_better else diff < 0
             verdict = "improved" if better else "regressed"
         comparisons.append(Comparison(entry, float(row["mean"]), tolerance, verdict))
     return comparisons

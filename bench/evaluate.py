@@ -26,7 +26,7 @@ from sklearn.decomposition import PCA
 
 from bench.config import Encode, PcaFit, Profile, Reduce, check_pca_on_sample
 from bench.datasets import GroundTruthData
-from bench.methods.base import Method
+from bench.methods.base import Method, ScoreSubset
 from bench.metrics import METRICS
 from bench.metrics.spec import MetricSpec
 from bench.metrics.utils import unit_slices
@@ -109,17 +109,19 @@ class CodeTable:
 
 
 class EncodedGroundTruth(GroundTruthData):
-    """``dataset`` as metrics see it here: same factors and draws, row indices as observations."""
+    """``dataset`` as metrics see it here: same factors and draws, row indices as observations.
+    ``excluded`` factors become nuisances: drawn at random, never scored."""
 
-    def __init__(self, dataset: GroundTruthData) -> None:
+    def __init__(self, dataset: GroundTruthData, excluded: tuple[str, ...] = ()) -> None:
         self.dataset = dataset
         self.state_names, self.state_sizes = dataset.state_names, dataset.state_sizes
-        self.nuisance_factors, self.image_shape = dataset.nuisance_factors, dataset.image_shape
+        self.nuisance_factors = (*dataset.nuisance_factors, *excluded)
+        self.image_shape = dataset.image_shape
 
     def sample_observations_from_factors(
         self, factors: np.ndarray, random_state: np.random.RandomState
     ) -> np.ndarray:
-        state = self.dataset.complete_factors(factors, random_state)
+        state = self.complete_factors(factors, random_state)
         return self.dataset.index_of(state)[:, None]
 
     def images(self, indices: np.ndarray) -> np.ndarray:
@@ -169,7 +171,53 @@ def evaluate(
     method.eval()
     for name, result in score_battery(method, dataset, eval_cfg, device, record.metrics()):
         record.write_metric(name, result)
+    for subset, spec in method.score_subsets().items():
+        for name, result in score_subset(method, dataset, eval_cfg, device, record, spec, subset):
+            record.write_metric(name, result)
     return record.metrics()
+
+
+class CodeBlock:
+    """The dimensions [start, stop) of a method's code, as something CodeTable can encode with."""
+
+    code_units = None
+
+    def __init__(self, method: Method, dims: tuple[int, int]) -> None:
+        self.method, (self.start, self.stop) = method, dims
+        self.representation_dim = self.stop - self.start
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.method.encode(images)[:, self.start : self.stop]
+
+
+def score_subset(
+    method: Method,
+    dataset,
+    eval_cfg: DictConfig,
+    device: torch.device,
+    record: RunRecord,
+    subset: ScoreSubset,
+    name: str,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``<metric>/<name>``, result) for the battery's factor metrics on a subset: its factors
+    only (the excluded ones drawn as nuisances), its code dimensions raw."""
+    if hasattr(dataset, "attributes"):
+        return
+    metrics = [
+        m
+        for m in eval_cfg.metrics
+        if METRICS.get(m).data == "factors" and METRICS.get(m).scores == "codes"
+    ]
+    cfg = eval_cfg.copy()
+    cfg.metrics, cfg.reduce = metrics, Reduce.none
+    suffix = f"/{name}"
+    done = {k[: -len(suffix)]: v for k, v in record.metrics().items() if k.endswith(suffix)}
+    block = CodeBlock(method, subset.dims)
+    excluded = tuple(subset.excluded_factors)
+    scored = [f for f in dataset.factor_names if f not in excluded]
+    for metric, result in score_battery(block, dataset, cfg, device, done, excluded):
+        details = {"subset": subset.description, "factors": scored, "dims": list(subset.dims)}
+        yield metric + suffix, {**result, **details}
 
 
 def score_history(
@@ -263,15 +311,21 @@ def check_ready(method_class: type[Method], dataset, eval_cfg: DictConfig) -> No
 
 
 def score_battery(
-    method: Method, dataset, eval_cfg: DictConfig, device: torch.device, done: dict[str, Any]
+    method: Method | CodeBlock,
+    dataset,
+    eval_cfg: DictConfig,
+    device: torch.device,
+    done: dict[str, Any],
+    excluded: tuple[str, ...] = (),
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(metric, result with its settings) for every metric of ``eval_cfg`` in turn, skipping
-    those ``done`` holds with the same settings (scored before an interruption)."""
+    those ``done`` holds with the same settings (scored before an interruption). Factors
+    in ``excluded`` are not scored (drawn at random as nuisances)."""
     table = CodeTable(dataset, method, device, eval_cfg.batch_size)
     view = (
         EncodedAttributes(dataset)
         if hasattr(dataset, "attributes")
-        else EncodedGroundTruth(dataset)
+        else EncodedGroundTruth(dataset, excluded)
     )
     overrides = OmegaConf.to_container(eval_cfg.hyperparams)
     encode_all = eval_cfg.encode == "all" or (

@@ -60,7 +60,8 @@ SHORT = {
     "fid.fid": "FID",
 }
 COLUMNS = [
-    "sweep", "variant", "preset", "overrides", "deviation", "dataset", "method", "config_hash",
+    "sweep", "variant", "preset", "overrides", "deviation", "supervision", "dataset", "method",
+    "config_hash",
     "seed", "metric", "key", "value", "version", "profile", "protocol", "settings", "protocol_id",
     "path",
 ]  # fmt: skip
@@ -69,6 +70,25 @@ LAYOUTS = ("fit", "plain", "landscape")
 # What table.tex needs in the preamble, by layout.
 PACKAGES = {"plain": ["booktabs"], "fit": ["booktabs", "graphicx"]}
 PACKAGES["landscape"] = [*PACKAGES["fit"], "pdflscape"]
+
+
+def base_metric(name: str) -> str:
+    """The registered metric of a metrics.json entry: ``mig`` of ``mig/unknown`` (the scores of
+    a method's score subset, ``Method.score_subsets``)."""
+    return name.partition("/")[0]
+
+
+def headline(name: str) -> str | None:
+    """The key a metrics.json entry contributes to the summary table."""
+    return HEADLINE.get(base_metric(name))
+
+
+def short_name(column: str) -> str:
+    """A column's header: ``MIG``, or ``MIG (unknown factors)`` for a subset's scores."""
+    metric, _, key = column.partition(".")
+    base, _, subset = metric.partition("/")
+    name = SHORT.get(f"{base}.{key}", f"{base}.{key}")
+    return f"{name} ({subset} factors)" if subset else name
 
 
 # How a metric was scored, beyond the profile and version a column already names.
@@ -98,6 +118,7 @@ def collect(runs: Path) -> pd.DataFrame:
                         "preset": identity.get("preset") or "",
                         "overrides": ", ".join(identity.get("distinguishing", [])),
                         "deviation": "; ".join(identity.get("deviations", [])),
+                        "supervision": identity.get("supervision", ""),
                         "dataset": dataset,
                         "method": method,
                         "config_hash": config_hash,
@@ -116,7 +137,7 @@ def collect(runs: Path) -> pd.DataFrame:
                     }
                 )
     return pd.DataFrame(rows, columns=COLUMNS).fillna(
-        {"preset": "", "overrides": "", "protocol": ""}
+        {"preset": "", "overrides": "", "protocol": "", "supervision": ""}
     )
 
 
@@ -146,6 +167,8 @@ def with_rows(results: pd.DataFrame) -> pd.DataFrame:
             strict=True,
         )
     ]
+    supervised = data.supervision.fillna("") != "" if "supervision" in data else data.row == ""
+    data.loc[supervised, "row"] = data.row[supervised] + " [" + data.supervision[supervised] + "]"
     deviates = data.deviation != ""
     data.loc[deviates, "row"] = data.row[deviates] + f" {DEVIATION_MARK}"
     # What was still ambiguous (records without run.json): the config hash tells them apart.
@@ -178,7 +201,7 @@ def column_names(data: pd.DataFrame) -> pd.Series:
     profile when it is not exact, the protocol where the metric has one, and the version
     where one report holds several."""
     base = data.metric + "." + data.key
-    names = base.map(lambda c: SHORT.get(c, c))
+    names = base.map(short_name)
     names = names.where(data.profile == "exact", names + " (" + data.profile + ")")
     # Numbers of different protocols (TAD's grid step) are never in one column.
     names = names.where(data.protocol == "", names + " [" + data.protocol + "]")
@@ -195,7 +218,7 @@ def summarise(
     if columns:
         data = data[select_columns(data, columns)]
     elif not all_keys:
-        data = data[[HEADLINE.get(m) == k for m, k in zip(data.metric, data.key, strict=True)]]
+        data = data[[headline(m) == k for m, k in zip(data.metric, data.key, strict=True)]]
     data = data.assign(column=column_names(data), base=data.metric + "." + data.key)
     grouped = data.groupby(["row", "dataset", "column"]).value
     summary = grouped.agg(mean="mean", std="std", n="count").reset_index()
@@ -208,7 +231,7 @@ def summarise(
 def select_columns(data: pd.DataFrame, wanted: list[str]) -> pd.Series:
     """Rows of ``data`` in the ``metric.key`` columns asked for (``metric``: its headline)."""
     available = sorted(set(data.metric + "." + data.key))
-    keys = [w if "." in w else f"{w}.{HEADLINE.get(w, '')}" for w in wanted]
+    keys = [w if "." in w else f"{w}.{headline(w) or ''}" for w in wanted]
     unknown = [w for w, k in zip(wanted, keys, strict=True) if k not in available]
     if unknown:
         raise BenchError(
@@ -286,8 +309,11 @@ def mark_best(summary: pd.DataFrame) -> pd.DataFrame:
     summary["best"], summary["significant"] = False, False
     ours = summary[~summary.get("reported", pd.Series(False, index=summary.index)).fillna(False)]
     for _, group in ours.groupby(["dataset", "column"]):
-        higher_is_better = METRICS.get(group.base.iloc[0].split(".")[0]).higher_is_better
-        ranked = group.sort_values("mean", ascending=not higher_is_better)
+        metric = base_metric(group.base.iloc[0].split(".")[0])
+        higher_is_better = METRICS.get(metric).higher_is_better
+        ranked = group.dropna(subset=["mean"]).sort_values("mean", ascending=not higher_is_better)
+        if ranked.empty:  # undefined everywhere (DCI disentanglement of a single factor)
+            continue
         best = ranked.index[0]
         summary.loc[best, "best"] = True
         if len(ranked) > 1:
@@ -302,6 +328,8 @@ def mark_best(summary: pd.DataFrame) -> pd.DataFrame:
 
 def _cell(row: pd.Series, latex: bool) -> str:
     pm = r"$\pm$" if latex else "±"
+    if np.isnan(row["mean"]):
+        return "n/a"  # the metric is undefined here (DCI disentanglement of a single factor)
     n = f" ({int(row.n)})" if row.n else ""
     # One seed has no spread to show; a published number without a seed count keeps its std.
     text = f"{row['mean']:.3f}" if row.n == 1 else f"{row['mean']:.3f} {pm} {row['std']:.3f}"
@@ -328,6 +356,7 @@ def pivot(summary: pd.DataFrame, latex: bool) -> pd.DataFrame:
 def direction(base: str) -> str:
     """↑ or ↓ for a metric's headline key (which way is better); "" for any other key."""
     metric, _, key = base.partition(".")
+    metric = base_metric(metric)
     if HEADLINE.get(metric) != key or metric not in METRICS:
         return ""
     return "↑" if METRICS.get(metric).higher_is_better else "↓"
@@ -376,12 +405,15 @@ def caption(summary: pd.DataFrame, latex: bool = True) -> str:
     if summary.row.str.endswith(DEVIATION_MARK).any():
         mark = latex_escape(DEVIATION_MARK) if latex else DEVIATION_MARK
         deviation = f" {mark}: deviates from the authors' released code (its run.json says how)."
+    undefined = ""
+    if summary["mean"].isna().any():
+        undefined = " n/a: the metric is undefined there (one factor scored)."
     return (
         f"Mean {pm} standard deviation over seeds (number of seeds in parentheses); best of "
         f"our rows in bold; {dagger}: the best differs from the runner-up by Welch's t-test "
         f"at {p}; {up} higher is better, {down} lower. Rows marked reported are published "
         "numbers."
-        f"{deviation} "
+        f"{deviation}{undefined} "
         f"Columns: {'; '.join(named)}."
     )
 
@@ -450,7 +482,7 @@ def ablation_plots(results: pd.DataFrame, out: Path) -> list[Path]:
     import seaborn as sns
 
     written = []
-    data = results[results.apply(lambda r: HEADLINE.get(r.metric) == r.key, axis=1)]
+    data = results[results.apply(lambda r: headline(r.metric) == r.key, axis=1)]
     for (sweep, method, dataset, metric, profile), group in data.groupby(
         ["sweep", "method", "dataset", "metric", "profile"]
     ):

@@ -56,7 +56,7 @@ from bench.methods.base import Method, Stage
 from bench.metrics.gin_config import read_gin
 from bench.registry import BenchError
 from bench.store import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunRecord, read_json, run_dir
-from bench.train import NonFiniteLoss, Preempted, select_device, train
+from bench.train import NonFiniteLoss, Preempted, check_steps, select_device, train
 
 
 class RunClaimed(Exception):
@@ -92,6 +92,8 @@ def run(
     if not force and _finished(record, cfg):
         tqdm.write(f"already complete: {record.path} (--force reruns it)", file=sys.stderr)
         return record
+    model = build_method(cfg, data)  # refuses settings it cannot train before anything is written
+    check_steps(model, cfg.train.steps)
     make_folder(record.path, "the run record")
     claim = Claim(record.path, cfg.train.heartbeat_s, cfg.train.stale_after_s)
     holder = claim.acquire(wait, on_wait=lambda h: _say_waiting(record.path, h))
@@ -101,7 +103,7 @@ def run(
         if not force and _finished(record, cfg, quiet=True):  # the holder we waited for did it
             tqdm.write(f"complete: {record.path} (trained by another process)", file=sys.stderr)
             return record
-        return _run_claimed(record, cfg, preset, data, device, Path(out), force, claim)
+        return _run_claimed(record, cfg, preset, model, data, device, Path(out), force, claim)
 
 
 def _say_waiting(path: Path, holder: Holder) -> None:
@@ -133,6 +135,7 @@ def _run_claimed(
     record: RunRecord,
     cfg: DictConfig,
     preset: str | None,
+    model: Method,
     data: GroundTruthData,
     device: torch.device,
     out: Path,
@@ -151,8 +154,9 @@ def _run_claimed(
         "config_hash": run_hash,
         "distinguishing": distinguishing_overrides(cfg, baseline),
     }
-    model = build_method(cfg, data)
     identity["deviations"] = model.deviations()
+    if model.supervision() is not None:
+        identity["supervision"] = model.supervision()
     if force:  # everything but the claim goes
         for entry in record.path.iterdir():
             if not entry.name.startswith("claim."):
@@ -249,8 +253,9 @@ def metric_curves(
 def build_method(cfg: DictConfig, dataset: GroundTruthData) -> Method:
     """The method of ``cfg``, its weights drawn from the run's seed."""
     method_cls = METHODS.get(cfg.method.name)
+    config = method_cls.configure_for(OmegaConf.to_object(cfg.method), dataset)
     torch.manual_seed(cfg.seed)
-    return method_cls(OmegaConf.to_object(cfg.method), dataset.image_shape)
+    return method_cls(config, dataset.image_shape)
 
 
 # A stage trains on the run's device and reports progress as the run does.

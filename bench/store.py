@@ -10,10 +10,14 @@ Layout of a run folder, ``<out>/<dataset>/<method>/<config-hash>/seed<k>/``::
                        step-<N>.pt, each with its size and checksum in step-<N>.json
     claim.<n>.json     who is writing the record now, with a heartbeat (bench/claim.py)
     model.safetensors  the final weights
-    metrics.json       {metric name: {version, hyperparams, values}}, written metric by metric
+    metrics.json       {metric name: {version, hyperparams, values}}, written metric by metric;
+                       a method's score subsets as ``<metric>/<subset>`` (DisUnknown's
+                       ``mig/unknown``: the unlabelled factors on its unknown code)
     metrics_history.jsonl  with eval.every=N: a cheap battery every N training steps
     run.json           how the run was asked for: method, dataset, seed, preset, and the
-                       overrides that set it apart from the method's defaults (its label)
+                       overrides that set it apart from the method's defaults (its label);
+                       deviations from the authors' code, and a weakly supervised method's
+                       supervision ("weakly supervised (labels: …)")
 
 Every file but the log is written to a temporary file and renamed into place, so a reader
 never sees a half-written file. The log is appended line by line; a line cut short by a

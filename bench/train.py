@@ -8,7 +8,9 @@ every ``checkpoint_every`` steps and at the end a checkpoint holds everything ne
 continue bit-identically: weights, optimizer, EMA, step, and every RNG state. The newest
 ``keep_checkpoints`` stay, each with a checksum, and a run resumes from the newest that
 verifies (bench/checkpoints.py). The data order is a pure function of (seed, step), so it
-needs no state of its own.
+needs no state of its own. A method that routes gradients by hand (``steps_itself``:
+DisUnknown's four stages) runs its own step instead of the loss/backward/step above, with its
+own optimizers, which the checkpoints hold like the rest.
 
 SIGTERM and SIGUSR1 (what SLURM sends before preemption), SIGUSR2 (submitit's time-limit
 warning) and SIGINT (Ctrl-C) make the loop write a checkpoint at the end of the current step
@@ -205,6 +207,16 @@ def batch_labels(
     return torch.from_numpy(dataset.factors_of(rows)[:, columns]).to(device)
 
 
+def check_steps(method: Method, steps: int) -> None:
+    """A method of fixed stages trains for exactly their sum (``Method.required_steps``)."""
+    required = method.required_steps()
+    if required is not None and required != steps:
+        raise BenchError(
+            f"{method.config.name}'s stages take {required} steps in all and train.steps is "
+            f"{steps}; set train.steps={required}"
+        )
+
+
 def build_own_optimizers(method: Method) -> dict[str, torch.optim.Optimizer]:
     """The method's own optimizers (``Method.own_optimizers``), by name."""
     return {
@@ -233,6 +245,29 @@ def backward(
         grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
         for param, grad in zip(params, grads, strict=True):
             param.grad = grad
+
+
+def step_optimizers(
+    losses: dict[str, torch.Tensor],
+    parameters: dict[str, list[torch.nn.Parameter]],
+    optimizer: torch.optim.Optimizer,
+    own_optimizers: dict[str, torch.optim.Optimizer],
+    step: int,
+    train_cfg: DictConfig,
+) -> None:
+    """Backward passes and optimizer steps for a method's losses: warm-up and clipping for the
+    run's optimizer; its own optimizers step on their own gradients, unclipped."""
+    optimizer.zero_grad(set_to_none=True)
+    for own in own_optimizers.values():
+        own.zero_grad(set_to_none=True)
+    backward(losses, parameters)
+    for group in optimizer.param_groups:
+        group["lr"] = train_cfg.lr * warmup_factor(step, train_cfg)
+    if train_cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(parameters[RUN_LOSS], train_cfg.grad_clip)
+    optimizer.step()
+    for own in own_optimizers.values():
+        own.step()
 
 
 def open_tensorboard(record: RunRecord) -> Any:
@@ -283,10 +318,15 @@ def train(
     train_cfg = cfg.train
     device = select_device(train_cfg.device)
     method.to(device).train()
-    optimizer = build_optimizer(method, train_cfg)
-    own_optimizers = build_own_optimizers(method)
+    check_steps(method, train_cfg.steps)
+    # A method that steps itself brings its own optimizers (all checkpointed as own ones).
+    optimizer = None if method.steps_itself else build_optimizer(method, train_cfg)
+    own_optimizers = (
+        method.make_optimizers() if method.steps_itself else build_own_optimizers(method)
+    )
     parameters = {RUN_LOSS: run_parameters(method)}
-    parameters.update({n: spec.parameters for n, spec in method.own_optimizers().items()})
+    if not method.steps_itself:
+        parameters.update({n: spec.parameters for n, spec in method.own_optimizers().items()})
     ema_modules = None if train_cfg.ema_modules is None else list(train_cfg.ema_modules)
     averaged = ema_parameters(method, ema_modules) if train_cfg.ema_decay is not None else []
     ema = build_ema(train_cfg.ema_decay, averaged, train_cfg.ema_warmup)
@@ -322,27 +362,22 @@ def train(
             # Labels only for a method that names labelled factors: unsupervised ones never
             # see any.
             labels = () if columns is None else (batch_labels(dataset, rows, columns, device),)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, logs = method.training_loss(images, noise, *labels)
-            losses = loss if isinstance(loss, dict) else {RUN_LOSS: loss}
+            if optimizer is None:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss, logs = method.train_step(images, noise, step, own_optimizers, *labels)
+                losses = {RUN_LOSS: loss}
+            else:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss, logs = method.training_loss(images, noise, *labels)
+                losses = loss if isinstance(loss, dict) else {RUN_LOSS: loss}
             values = {name: part.item() for name, part in losses.items()}
             for part_value in values.values():
                 if not math.isfinite(part_value):
                     raise NonFiniteLoss(step + 1, part_value, last_finite)
             value = last_finite = values[RUN_LOSS]
-            logs = {**logs, **{f"{n}_loss": losses[n].detach() for n in own_optimizers}}
-
-            optimizer.zero_grad(set_to_none=True)
-            for own in own_optimizers.values():
-                own.zero_grad(set_to_none=True)
-            backward(losses, parameters)
-            for group in optimizer.param_groups:
-                group["lr"] = train_cfg.lr * warmup_factor(step, train_cfg)
-            if train_cfg.grad_clip is not None:  # the run's parameters; own optimizers unclipped
-                torch.nn.utils.clip_grad_norm_(parameters[RUN_LOSS], train_cfg.grad_clip)
-            optimizer.step()
-            for own in own_optimizers.values():
-                own.step()
+            if optimizer is not None:
+                logs = {**logs, **{f"{n}_loss": losses[n].detach() for n in own_optimizers}}
+                step_optimizers(losses, parameters, optimizer, own_optimizers, step, train_cfg)
             if ema is not None:
                 ema.step(averaged)
             step += 1
@@ -394,7 +429,7 @@ def save_checkpoint(
     record: RunRecord,
     step: int,
     method: Method,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     ema: EMAModel | None,
     noise: torch.Generator,
     keep: int = 2,
@@ -403,7 +438,7 @@ def save_checkpoint(
     checkpoint = {
         "step": step,
         "model": method.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "own_optimizers": {n: o.state_dict() for n, o in (own_optimizers or {}).items()},
         "ema": ema.state_dict() if ema is not None else None,
         "rng": {
@@ -417,7 +452,7 @@ def save_checkpoint(
 def load_checkpoint(
     path: Path,
     method: Method,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     ema: EMAModel | None,
     noise: torch.Generator,
     own_optimizers: dict[str, torch.optim.Optimizer] | None = None,
@@ -425,7 +460,8 @@ def load_checkpoint(
     """Restore everything ``save_checkpoint`` wrote; returns the step to continue from."""
     checkpoint = load_checkpoint_file(path)
     method.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    if optimizer is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
     for name, own in (own_optimizers or {}).items():
         own.load_state_dict(checkpoint["own_optimizers"][name])
     if ema is not None:

@@ -35,7 +35,10 @@ def conformance_overrides(name: str) -> list[str]:
         extra += ["method.ddpm.steps=3", "method.ddpm.batch_size=4"]
     if fields & {"first_stage", "ldm", "ddpm"}:
         extra += ["train.batch_size=4"]
+    if "class_frequencies" in fields:  # DisUnknown: its four stages within the six steps
+        extra += ["method.steps={stage1: 2, classifier: 1, stage2: 2, lenc: 1}"]
     pictures = {"sample_steps": 2, "picture_pairs": 1, "traversal_values": 2, "picture_samples": 2}
+    pictures["picture_images"] = 2
     extra += [f"method.{key}={value}" for key, value in pictures.items() if key in fields]
     if "dyga" in fields:  # a refit at step 3, so that the anchors enter the numbers
         extra += ["method.dyga.refit_every=3", "method.dyga.max_fit_images=64"]

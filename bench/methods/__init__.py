@@ -58,9 +58,15 @@ METHODS.register(
     "DiTi (Yue et al. 2024): time-step-specific feature subsets on a frozen pixel DDPM",
 )
 
-__all__ = ["METHODS"]
 METHODS.register(
     "dbrl",
     "bench.methods.dbrl:DBRL",
     "Diffusion-Based Representation Learning (Mittal et al. 2023): VE score model + E(x, t)",
 )
+METHODS.register(
+    "disunknown",
+    "bench.methods.disunknown:DisUnknown",
+    "DisUnknown (Xiang et al. 2021): weakly supervised — labelled factors, the rest distilled",
+)
+
+__all__ = ["METHODS"]

@@ -35,6 +35,17 @@ class OwnOptimizer:
 
 
 @dataclass
+class ScoreSubset:
+    """A second set of scores beside the full battery: some factors on some code dimensions
+    (DisUnknown's unknown factors on its unknown code). The excluded factors are drawn at
+    random as nuisances, and the dimensions are scored raw (no reduction)."""
+
+    dims: tuple[int, int]  # [start, stop) of the flat code
+    excluded_factors: list[str]
+    description: str
+
+
+@dataclass
 class TrainingProgress:
     """What the training loop tells a method after each optimizer step."""
 
@@ -64,10 +75,13 @@ class Stage:
 class Method(nn.Module, metaclass=ABCMeta):
     """A trainable representation learner.
 
-    Subclasses set ``config_class`` and implement ``training_loss`` and ``encode``.
-    Images are float tensors (B, C, H, W) in [0, 1]. Every random draw in
-    ``training_loss`` must come from the ``generator`` it is given, so that a run is
-    reproducible and resumes bit-identically.
+    Subclasses set ``config_class`` and implement ``encode`` and either ``training_loss``
+    (the loop differentiates it and steps the optimizers) or, with ``steps_itself``,
+    ``make_optimizers`` and ``train_step`` (the method runs its own backward passes and
+    optimizer steps: DisUnknown routes gradients by hand across four stages).
+    Images are float tensors (B, C, H, W) in [0, 1]. Every random draw in training must come
+    from the ``generator`` it is given, so that a run is reproducible and resumes
+    bit-identically.
     """
 
     config_class: ClassVar[type[MethodConfig]]
@@ -75,6 +89,13 @@ class Method(nn.Module, metaclass=ABCMeta):
     # equal ones, or the widths of unequal ones in order (DiTi's time-step blocks); the
     # ``eval.reduce=pca1`` option reduces each unit to one scalar. None: a unit per number.
     code_units: int | list[int] | None = None
+    steps_itself: ClassVar[bool] = False
+
+    @classmethod
+    def configure_for(cls, config: MethodConfig, dataset) -> MethodConfig:
+        """``config`` completed from the dataset before the method is built (DisUnknown: its
+        labelled factors' class frequencies); by default unchanged."""
+        return config
 
     def __init__(self, config: MethodConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__()
@@ -86,13 +107,38 @@ class Method(nn.Module, metaclass=ABCMeta):
     def representation_dim(self) -> int:
         """Length of the vector ``encode`` returns per image."""
 
-    @abstractmethod
     def training_loss(
         self, images: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor | dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The scalar loss to minimise and named values to log. A method with
         ``own_optimizers`` returns a loss per optimizer instead: ``{"run": ...}`` for the
         run's optimizer, and one under each of its own optimizers' names."""
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither training_loss nor train_step"
+        )
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """With ``steps_itself``: every optimizer ``train_step`` uses, by name (checkpointed
+        with the run)."""
+        raise NotImplementedError(f"{type(self).__name__} does not step itself")
+
+    def train_step(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator,
+        step: int,
+        optimizers: dict[str, torch.optim.Optimizer],
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """With ``steps_itself``: training step ``step`` (0-based) in full — zero the
+        gradients, backward passes, optimizer steps, learning rates. Returns the loss the
+        log shows and named values to log."""
+        raise NotImplementedError(f"{type(self).__name__} does not step itself")
+
+    def required_steps(self) -> int | None:
+        """The ``train.steps`` this method's settings imply (a method of fixed stages), or
+        None when any number will do."""
+        return None
 
     def labeled_factors(self) -> list[str]:
         """Factors whose class labels this method trains with (a weakly supervised method's
@@ -100,6 +146,15 @@ class Method(nn.Module, metaclass=ABCMeta):
         the labels: int64 (B, k), each factor's value index, in this order. Empty (every
         unsupervised method): no label ever reaches the method."""
         return []
+
+    def supervision(self) -> str | None:
+        """How a weakly supervised method was supervised, in words for reports ("weakly
+        supervised (labels: …)"); None for an unsupervised one."""
+        return None
+
+    def score_subsets(self) -> dict[str, ScoreSubset]:
+        """Further score sets by name: metrics.json holds them as ``<metric>/<name>``."""
+        return {}
 
     def own_optimizers(self) -> dict[str, OwnOptimizer]:
         """Parameters trained by optimizers of their own, by name (the run's optimizer trains
