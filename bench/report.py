@@ -600,8 +600,14 @@ def figure_page(results: pd.DataFrame, out: Path) -> Path:
     return page
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+def _slug(text: str, limit: int = 120) -> str:
+    """``text`` as a file name: safe characters only, and at most ``limit`` of them (a row
+    label with many overrides is cut and keeps a hash of the whole, so names stay apart)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+    if len(slug) <= limit:
+        return slug
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{slug[: limit - 9]}_{digest}"
 
 
 def write_report(

@@ -48,7 +48,7 @@ def test_ls_lists_without_importing_torch(kind):
     [
         (
             ["run", "--method", "nope", "--dataset", "dsprites-procedural"],
-            "error: unknown method 'nope'; known methods: beta_vae",
+            "error: unknown method 'nope'; known methods: annealed_vae, beta_tc_vae, beta_vae",
         ),
         (
             [*RUN, "train.stepz=10"],

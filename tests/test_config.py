@@ -39,7 +39,11 @@ def test_config_files_merge_before_overrides(tmp_path):
             "unknown config key 'train.stepz' from command line (did you mean "
             "'train.steps'?); valid keys under 'train': steps, batch_size",
         ),
-        (["method.bta=2"], "valid keys under 'method': name, beta, num_latent"),
+        (
+            ["method.bta=2"],
+            "valid keys under 'method': name, num_latent, picture_images, traversal_images, "
+            "traversal_values, beta",
+        ),
         (["train.steps=abc"], "config key 'train.steps' from command line: Value 'abc'"),
         (["train.optimizer=sgd"], "expected one of [adam, adamw]"),
         (["train.steps=0"], "'train.steps' must be at least 1"),
@@ -65,7 +69,9 @@ def test_bad_overrides_give_one_line_errors(overrides, message):
 
 
 def test_unknown_names_and_presets():
-    with pytest.raises(UnknownNameError, match="known methods: beta_vae"):
+    with pytest.raises(
+        UnknownNameError, match="known methods: annealed_vae, beta_tc_vae, beta_vae"
+    ):
         resolve_config("nope", "dsprites-procedural")
     with pytest.raises(
         UnknownNameError,

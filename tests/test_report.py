@@ -318,3 +318,12 @@ def test_published_dyga_rows_stand_beside_runs_on_the_procedural_stand_in(tmp_pa
     row = next(line for line in table.splitlines() if "DyGA+SD (reported on shapes3d)" in line)
     assert "0.938 ± 0.001" in row  # Table 1, Shapes3D DCI
     assert "EncDiff (reported on shapes3d)" in table
+
+
+def test_file_names_of_long_row_labels_are_cut_and_stay_apart():
+    from bench.report import _slug
+
+    base = "dsprites-procedural-beta_vae (" + ", ".join(f"eval.k{i}={i}" for i in range(40))
+    one, two = _slug(base + ", a)"), _slug(base + ", b)")
+    assert len(one) <= 120 and len(two) <= 120 and one != two
+    assert _slug("shapes3d-beta_vae (method.beta=4.0)") == "shapes3d-beta_vae_method.beta_4.0"

@@ -55,6 +55,26 @@ def test_expansion_crosses_variants_grid_and_seeds_and_merges_identical_configs(
     assert len({r.path for r in runs}) == 8
 
 
+def test_a_methods_own_grid_applies_to_that_method_only(tmp_path):
+    sweep = load_sweep(
+        write_sweep(
+            tmp_path / "s.yaml",
+            methods=["beta_vae", "factor_vae"],
+            variants={"default": [], "lr2": ["train.lr=0.0002"]},
+            grids={"factor_vae": {"method.gamma": [10, 20]}},
+        ),
+        out=tmp_path / "runs",
+    )
+    runs = {(r.method, r.variant) for r in sweep.runs()}
+    assert runs == {
+        ("beta_vae", "default"), ("beta_vae", "lr2"),
+        ("factor_vae", "method.gamma=10"), ("factor_vae", "method.gamma=20"),
+        ("factor_vae", "lr2,method.gamma=10"), ("factor_vae", "lr2,method.gamma=20"),
+    }  # fmt: skip
+    with pytest.raises(BenchError, match=r"grids for \['dip_vae_i'\], which 'methods'"):
+        load_sweep(write_sweep(tmp_path / "b.yaml", grids={"dip_vae_i": {"method.lambda_od": [1]}}))
+
+
 def test_bad_sweep_files_are_one_line_errors(tmp_path):
     with pytest.raises(BenchError, match="unknown key"):
         load_sweep(write_sweep(tmp_path / "a.yaml", sedes=3))

@@ -8,6 +8,16 @@ METHODS.register(
     "bench.methods.beta_vae:BetaVAE",
     "β-VAE (Higgins et al. 2017) as disentanglement_lib trains it; representation = encoder mean",
 )
+for _name, _path, _description in (
+    ("annealed_vae", "annealed_vae:AnnealedVAE", "AnnealedVAE (Burgess et al. 2018): γ·|KL − C|"),
+    ("factor_vae", "factor_vae:FactorVAE", "FactorVAE (Kim & Mnih 2018): KL + γ·TC by a critic"),
+    ("dip_vae_i", "dip_vae:DIPVAE", "DIP-VAE-I (Kumar et al. 2018): Cov[μ(x)] → identity"),
+    ("dip_vae_ii", "dip_vae:DIPVAE", "DIP-VAE-II (Kumar et al. 2018): Cov[q(z)] → identity"),
+    ("beta_tc_vae", "beta_tc_vae:BetaTCVAE", "β-TCVAE (Chen et al. 2018): KL + (β − 1)·TC"),
+):
+    METHODS.register(
+        _name, f"bench.methods.{_path}", f"{_description}, as disentanglement_lib trains it"
+    )
 METHODS.register(
     "vq_autoencoder",
     "bench.methods.diffusion.vq:VQAutoencoder",

@@ -58,6 +58,7 @@ from bench.methods.disunknown_networks import (
     GaussianEncoder,
     Generator,
     LabelEmbedder,
+    Layout,
 )
 from bench.registry import BenchError
 
@@ -243,7 +244,7 @@ class DisUnknown(Method):
             self.register_buffer(f"keep_{k}", torch.tensor([1.0] * len(probs) if ones else probs))
         frequencies = [torch.tensor(f) for f in c.class_frequencies]
         classes = [len(f) for f in frequencies]
-        trunk = (size, channels, c.conv_channels, c.fc_features)
+        layout = Layout(size, channels, tuple(c.conv_channels), c.fc_features)
         codes = [self.unknown_size, *self.labeled_sizes]
 
         def embedder() -> nn.ModuleList:
@@ -253,23 +254,22 @@ class DisUnknown(Method):
             )
 
         # Stage 1.
-        self.unknown_encoder = GaussianEncoder(*trunk, c.enc_gen_fc_layers, [self.unknown_size])
-        self.stage1_generator = Generator(*trunk, c.enc_gen_fc_layers, codes)
+        self.unknown_encoder = GaussianEncoder(layout, c.enc_gen_fc_layers, [self.unknown_size])
+        self.stage1_generator = Generator(layout, c.enc_gen_fc_layers, codes)
         self.stage1_classifier = CompoundClassifier(
-            Critic(*trunk, c.dis_cla_fc_layers, classes),
+            Critic(layout, c.dis_cla_fc_layers, classes),
             CodeClassifier(self.unknown_size, c.code_cla1_features, c.code_cla1_layers, classes),
         )
         self.stage1_embedder = embedder()
         # Classifier pre-training and stage 2; the discriminator sees 2·C channels (dis mode).
-        self.label_classifier = Critic(*trunk, c.dis_cla_fc_layers, [m + 1 for m in classes])
-        self.generator = Generator(*trunk, c.enc_gen_fc_layers, codes)
+        self.label_classifier = Critic(layout, c.dis_cla_fc_layers, [m + 1 for m in classes])
+        self.generator = Generator(layout, c.enc_gen_fc_layers, codes)
         self.embedder = embedder()
-        self.discriminator = Critic(
-            size, 2 * channels, c.conv_channels, c.fc_features, c.dis_cla_fc_layers, [1]
-        )
+        paired = replace(layout, channels=2 * channels)
+        self.discriminator = Critic(paired, c.dis_cla_fc_layers, [1])
         # The labelled encoder.
         self.labeled_encoder = GaussianEncoder(
-            *trunk, c.enc_gen_fc_layers, self.labeled_sizes, zero_init=True
+            layout, c.enc_gen_fc_layers, self.labeled_sizes, zero_init=True
         )
         self.code_units = codes
 

@@ -11,6 +11,7 @@ average-pooled shortcut, mixed by a normalised learned sum). The generator mirro
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -171,6 +172,17 @@ class MiniFCResBlock(nn.Module):
         return self.add(x, self.residue(x))
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What every network of a run is built for: the image size and channels, the conv
+    channels per level (one level per halving) and the FC width."""
+
+    size: int
+    channels: int
+    conv_channels: tuple[int, ...]
+    fc_features: int
+
+
 def level_paddings(size: int, levels: int) -> tuple[int, list[int]]:
     """The top feature map's size and each level's extra padding: a level pads by one where
     halving would leave an odd size (the last level never pads)."""
@@ -188,23 +200,21 @@ class ConvTrunk(nn.Module):
     """Conv levels, then FC: a linear layer and PReLU, then ``fc_layers`` FC residual blocks
     (the authors' EncoderBase, shared by encoders, classifiers and discriminators)."""
 
-    def __init__(
-        self, size: int, channels: int, conv_channels: list[int], fc_features: int, fc_layers: int
-    ) -> None:
+    def __init__(self, layout: Layout, fc_layers: int) -> None:
         super().__init__()
-        top, paddings = level_paddings(size, len(conv_channels))
+        widths = layout.conv_channels
+        top, paddings = level_paddings(layout.size, len(widths))
         conv: list[nn.Module] = []
-        for i, width in enumerate(conv_channels):
+        for i, width in enumerate(widths):
             if i == 0:
-                conv += [WNConv2d(channels, width, 6, 2, 2 + paddings[0]), WNPReLU(width)]
+                conv += [WNConv2d(layout.channels, width, 6, 2, 2 + paddings[0]), WNPReLU(width)]
             else:
-                conv.append(MiniResBlock(conv_channels[i - 1], width, 2, paddings[i], 1 / (i + 1)))
+                conv.append(MiniResBlock(widths[i - 1], width, 2, paddings[i], 1 / (i + 1)))
         self.conv = nn.Sequential(*conv)
-        top_channels = conv_channels[-1] if conv_channels else channels
         self.fc = nn.Sequential(
-            WNLinear(top_channels * top * top, fc_features),
-            WNPReLU(fc_features),
-            *[MiniFCResBlock(fc_features) for _ in range(fc_layers)],
+            WNLinear(widths[-1] * top * top, layout.fc_features),
+            WNPReLU(layout.fc_features),
+            *[MiniFCResBlock(layout.fc_features) for _ in range(fc_layers)],
         )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -220,19 +230,13 @@ class GaussianEncoder(nn.Module):
     starts every block at N(0, 1) (S; E starts random, the authors' ``zero_init: false``)."""
 
     def __init__(
-        self,
-        size: int,
-        channels: int,
-        conv_channels: list[int],
-        fc_features: int,
-        fc_layers: int,
-        code_sizes: list[int],
-        zero_init: bool = False,
+        self, layout: Layout, fc_layers: int, code_sizes: list[int], zero_init: bool = False
     ) -> None:
         super().__init__()
-        self.trunk = ConvTrunk(size, channels, conv_channels, fc_features, fc_layers)
-        self.means = nn.ModuleList(WNLinear(fc_features, m, affine=True) for m in code_sizes)
-        self.stds = nn.ModuleList(WNLinear(fc_features, m, affine=True) for m in code_sizes)
+        self.trunk = ConvTrunk(layout, fc_layers)
+        width = layout.fc_features
+        self.means = nn.ModuleList(WNLinear(width, m, affine=True) for m in code_sizes)
+        self.stds = nn.ModuleList(WNLinear(width, m, affine=True) for m in code_sizes)
         if zero_init:
             with torch.no_grad():
                 for layer in self.means:
@@ -277,18 +281,10 @@ class Critic(nn.Module):
     generated one's features mirrored through the real one's (2·f(real) − f(fake)), all
     shifted alike when ``generator`` is given."""
 
-    def __init__(
-        self,
-        size: int,
-        channels: int,
-        conv_channels: list[int],
-        fc_features: int,
-        fc_layers: int,
-        heads: list[int],
-    ) -> None:
+    def __init__(self, layout: Layout, fc_layers: int, heads: list[int]) -> None:
         super().__init__()
-        self.trunk = ConvTrunk(size, channels, conv_channels, fc_features, fc_layers)
-        self.heads = nn.ModuleList(WNLinear(fc_features, m, affine=True) for m in heads)
+        self.trunk = ConvTrunk(layout, fc_layers)
+        self.heads = nn.ModuleList(WNLinear(layout.fc_features, m, affine=True) for m in heads)
 
     def _heads(self, h: torch.Tensor) -> list[torch.Tensor]:
         return [head(h) for head in self.heads]
@@ -352,39 +348,27 @@ class Generator(nn.Module):
     """Codes and their nested-dropout keep masks → an image in [−1, 1] and one learned
     per-image std σ (softplus) of its Gaussian likelihood."""
 
-    def __init__(
-        self,
-        size: int,
-        channels: int,
-        conv_channels: list[int],
-        fc_features: int,
-        fc_layers: int,
-        code_sizes: list[int],
-    ) -> None:
+    def __init__(self, layout: Layout, fc_layers: int, code_sizes: list[int]) -> None:
         super().__init__()
-        levels = len(conv_channels)
-        top, paddings = level_paddings(size, levels)
-        top_channels = conv_channels[-1]
-        self.top_shape = (-1, top_channels, top, top)
+        widths, fc_features = layout.conv_channels, layout.fc_features
+        levels = len(widths)
+        top, paddings = level_paddings(layout.size, levels)
+        self.top_shape = (-1, widths[-1], top, top)
         self.fc1 = nn.Sequential(
             WNLinear(sum(code_sizes) * 2, fc_features),
             *[MiniFCResBlock(fc_features) for _ in range(fc_layers)],
         )
         self.std_head = WNLinear(fc_features, 1, affine=True)
-        width = top_channels * top * top
+        width = widths[-1] * top * top
         self.fc2 = nn.Sequential(WNLinear(fc_features, width), WNPReLU(width))
         conv: list[nn.Module] = []
         for i in range(levels - 1, -1, -1):
             if i == 0:
-                conv += [
-                    WNConvTranspose2d(conv_channels[0], channels, 6, 2, 2 + paddings[0], True),
-                    nn.Tanh(),
-                ]
+                last = WNConvTranspose2d(widths[0], layout.channels, 6, 2, 2 + paddings[0], True)
+                conv += [last, nn.Tanh()]
             else:
                 ratio = 1 / (levels - i + 1)
-                conv.append(
-                    MiniResBlock(conv_channels[i], conv_channels[i - 1], -2, paddings[i], ratio)
-                )
+                conv.append(MiniResBlock(widths[i], widths[i - 1], -2, paddings[i], ratio))
         self.conv = nn.Sequential(*conv)
 
     def forward(
