@@ -1,17 +1,18 @@
-"""Training throughput of a method's paper configuration (DyGA+SD by default, DisDiff, DiTi
-or DBRL), and for DyGA+SD the cost of one DyGA refit.
+"""Training throughput of a method's paper configuration (DyGA+SD by default, DisDiff, DiTi,
+DBRL, DisUnknown or FactorVAE), and for DyGA+SD the cost of one DyGA refit.
 
-    python benchmarks/train_throughput.py [--method dyga_sd|disdiff|diti|dbrl] [--batch-size N]
-        [--steps 3] [--devices cpu,cuda]
+    python benchmarks/train_throughput.py [--method dyga_sd|disdiff|diti|dbrl|disunknown|
+        factor_vae] [--batch-size N] [--steps 3] [--devices cpu,cuda]
 
 For each device (CPU, and CUDA when present), bf16 autocast off/on and ``torch.compile``
 off/on, times full training steps of the method's ``paper`` settings (its optimizer and EMA;
 DyGA+SD with anchoring active and Skip Dropout; DisDiff with its six decoder passes and the
-disentangling loss; DiTi on its 64-px pixel DDPM; DBRL's NCSN++ and encoder) on
-shapes3d-procedural batches, at the method's paper batch size unless ``--batch-size`` says
-otherwise: images/s, seconds per step,
-peak memory (CUDA: max allocated; CPU: the process's peak RSS so far). The frozen stages are
-untrained here: a step costs the same whatever their weights.
+disentangling loss; DiTi on its 64-px pixel DDPM; DBRL's NCSN++ and encoder; DisUnknown's
+four stages, each timed on its own, with the labels of its 3D Shapes split; FactorVAE with
+its discriminator's optimizer) on shapes3d-procedural batches, at the method's paper batch
+size unless ``--batch-size`` says otherwise: images/s, seconds per step, peak memory (CUDA:
+max allocated; CPU: the process's peak RSS so far). The frozen stages are untrained here: a
+step costs the same whatever their weights.
 
 For DyGA+SD it then times one DyGA refit — the batched EM with splits and prune — on 48,000
 tokens per unit (Shapes3D's 10% subset) for the 20 units. The tokens are drawn from a random
@@ -23,6 +24,7 @@ number and size, not on where they come from. Prints a table and writes
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import re
 import resource
@@ -38,7 +40,16 @@ from bench.fileio import atomic_write_json
 from bench.methods.base import Method
 from bench.methods.diffusion.gmm import fit_split_prune
 from bench.runner import build_method
-from bench.train import build_ema, build_optimizer, ema_parameters
+from bench.train import (
+    RUN_LOSS,
+    build_ema,
+    build_optimizer,
+    build_own_optimizers,
+    ema_parameters,
+    label_columns,
+    run_parameters,
+    step_optimizers,
+)
 
 REFIT_TOKENS = 48_000
 
@@ -73,8 +84,10 @@ def sync(device: torch.device) -> None:
 
 
 def time_training(
-    method: str, device, amp: bool, compiled: bool, batch_size: int, steps: int
+    method: str, device, amp: bool, compiled: bool, batch_size: int, steps: int, first: int = 0
 ) -> dict:
+    """Timed steps ``first + 1 …`` (``first``: the warm-up step's index, which says a staged
+    method's stage)."""
     model, cfg = paper_model(method, device)
     model.train()
     if hasattr(model, "anchoring"):
@@ -89,38 +102,48 @@ def time_training(
     if compiled:  # static shapes: every step has the same batch
         for child in model.children():
             child.compile(dynamic=False)
-    optimizer = build_optimizer(model, cfg.train)
-    averaged = ema_parameters(model, list(cfg.train.ema_modules))
+    # The training loop's own optimizer set-up: a method that steps itself brings its own.
+    optimizer = None if model.steps_itself else build_optimizer(model, cfg.train)
+    own = model.make_optimizers() if model.steps_itself else build_own_optimizers(model)
+    parameters = {RUN_LOSS: run_parameters(model)}
+    parameters.update({n: spec.parameters for n, spec in model.own_optimizers().items()})
+    modules = None if cfg.train.ema_modules is None else list(cfg.train.ema_modules)
+    averaged = ema_parameters(model, modules) if cfg.train.ema_decay is not None else []
     ema = build_ema(cfg.train.ema_decay, averaged, cfg.train.ema_warmup)
     data = bench.datasets.load("shapes3d-procedural")
+    columns = label_columns(data, model.labeled_factors()) if model.labeled_factors() else None
     rng = np.random.default_rng(0)
+    rows = [rng.choice(len(data), batch_size, replace=False) for _ in range(2)]
     batches = [
-        torch.from_numpy(data.images(rng.choice(len(data), batch_size, replace=False)))
-        .to(device)
-        .permute(0, 3, 1, 2)
-        .float()
-        .div(255)
-        for _ in range(2)
+        torch.from_numpy(data.images(r)).to(device).permute(0, 3, 1, 2).float().div(255)
+        for r in rows
+    ]
+    labels = [
+        () if columns is None else (torch.from_numpy(data.factors_of(r)[:, columns]).to(device),)
+        for r in rows
     ]
     generator = torch.Generator(device).manual_seed(0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def step(images):
+    def step(index: int, i: int) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, _ = model.training_loss(images, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        ema.step(averaged)
+            if optimizer is None:
+                model.train_step(batches[i], generator, index, own, *labels[i])
+            else:
+                loss, _ = model.training_loss(batches[i], generator, *labels[i])
+                losses = loss if isinstance(loss, dict) else {RUN_LOSS: loss}
+                step_optimizers(losses, parameters, optimizer, own, index, cfg.train)
+        if ema is not None:
+            ema.step(averaged)
 
     start = time.perf_counter()
-    step(batches[0])  # warm-up: allocations, cuDNN choices, compilation
+    step(first, 0)  # warm-up: allocations, cuDNN choices, compilation
     sync(device)
     warmup = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(steps):
-        step(batches[i % 2])
+        step(first + 1 + i, i % 2)
     sync(device)
     seconds = (time.perf_counter() - start) / steps
     return {
@@ -149,6 +172,18 @@ def time_refit(device: torch.device) -> dict:
     }
 
 
+def stage_starts(method: str) -> dict[str, int]:
+    """Each stage's first step index for a method of fixed stages; {"": 0} otherwise."""
+    cfg = resolve_config(method, "shapes3d-procedural", "paper")
+    model = build_method(cfg, bench.datasets.load("shapes3d-procedural"))
+    if not hasattr(model, "phase_steps"):
+        return {"": 0}
+    starts, first = {}, 0
+    for stage, steps in model.phase_steps().items():
+        starts[stage], first = first, first + steps
+    return starts
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -160,7 +195,7 @@ def device_name(device: torch.device) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    methods = ["dyga_sd", "disdiff", "diti", "dbrl"]
+    methods = ["dyga_sd", "disdiff", "diti", "dbrl", "disunknown", "factor_vae"]
     parser.add_argument("--method", default="dyga_sd", choices=methods)
     parser.add_argument("--batch-size", type=int, help="default: the method's paper batch")
     parser.add_argument("--steps", type=int, default=3)
@@ -186,24 +221,32 @@ def main() -> None:
             "refit": None,
         }
         print(f"{method}, {device_name(device)}, batch {batch_size}")
-        print(f"{'bf16':>5}{'compile':>8}{'step s':>9}{'img/s':>9}{'first s':>9}{'peak MiB':>10}")
-        for amp in (flags[v] for v in args.bf16.split(",")):
-            for compiled in (flags[v] for v in args.compile.split(",")):
-                try:
-                    row = time_training(method, device, amp, compiled, batch_size, args.steps)
-                except Exception as error:  # e.g. an inductor failure: say so, measure the rest
-                    message = str(error).strip().splitlines()[0][:160]
-                    report["training"].append({"bf16": amp, "compile": compiled, "error": message})
-                    atomic_write_json(out, report)
-                    print(f"{amp!s:>5}{compiled!s:>8}  failed: {message}", flush=True)
-                    continue
-                report["training"].append(row)
-                atomic_write_json(out, report)  # each row as soon as it is measured
-                print(
-                    f"{amp!s:>5}{compiled!s:>8}{row['step_s']:>9.3f}{row['images_per_s']:>9.1f}"
-                    f"{row['first_step_s']:>9.1f}{row['peak_memory_mib']:>10.0f}",
-                    flush=True,
-                )
+        header = f"{'stage':>11}{'bf16':>6}{'compile':>8}{'step s':>9}{'img/s':>9}{'first s':>9}"
+        print(f"{header}{'peak MiB':>10}")
+        # A staged method (DisUnknown) is timed in each stage: from its first step on.
+        for (stage, first), amp, compiled in itertools.product(
+            stage_starts(method).items(),
+            (flags[v] for v in args.bf16.split(",")),
+            (flags[v] for v in args.compile.split(",")),
+        ):
+            setting = {"stage": stage} if stage else {}
+            try:
+                row = time_training(method, device, amp, compiled, batch_size, args.steps, first)
+            except Exception as error:  # e.g. an inductor failure: say so, measure the rest
+                message = str(error).strip().splitlines()[0][:160]
+                failed = {**setting, "bf16": amp, "compile": compiled, "error": message}
+                report["training"].append(failed)
+                atomic_write_json(out, report)
+                print(f"{stage:>11}{amp!s:>6}{compiled!s:>8}  failed: {message}", flush=True)
+                continue
+            report["training"].append({**setting, **row})
+            atomic_write_json(out, report)  # each row as soon as it is measured
+            print(
+                f"{stage:>11}{amp!s:>6}{compiled!s:>8}{row['step_s']:>9.3f}"
+                f"{row['images_per_s']:>9.1f}{row['first_step_s']:>9.1f}"
+                f"{row['peak_memory_mib']:>10.0f}",
+                flush=True,
+            )
         if method == "dyga_sd":
             report["refit"] = refit = time_refit(device)
             atomic_write_json(out, report)

@@ -318,3 +318,20 @@ def test_weight_normalised_layers_use_unit_norm_kernels_per_output_unit():
         up.unit_weight().transpose(0, 1).flatten(1).norm(dim=1), torch.ones(3) * 2
     )
     assert torch.allclose(linear.unit_weight().norm(dim=1), torch.ones(2))
+
+
+def test_the_throughput_benchmark_steps_each_stage_of_disunknown():
+    # Not a timing: the benchmark drives the method's own step in the stage it names.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    starts = benchmark.stage_starts("disunknown")
+    assert starts == {"stage1": 0, "classifier": 200000, "stage2": 220000, "lenc": 300000}
+    row = benchmark.time_training(
+        "disunknown", torch.device("cpu"), False, False, 4, 1, starts["stage2"]
+    )
+    assert row["batch_size"] == 4 and row["images_per_s"] > 0
