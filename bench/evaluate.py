@@ -97,15 +97,33 @@ class CodeTable:
         for u, (unit, pca) in enumerate(zip(units, pcas, strict=True)):
             self.pca_axes[unit, u] = pca.components_[0]
 
-    def lookup(self, observations: np.ndarray) -> np.ndarray:
-        rows = np.asarray(observations)[:, 0].astype(np.int64)
+    def raw(self, rows: np.ndarray) -> np.ndarray:
+        """The flat codes of ``rows`` as ``encode`` gave them, encoding those not yet done."""
         missing = np.unique(rows[~self.done[rows]])
         if missing.size:
             self._encode_rows(missing)
-        codes = self.codes[rows].reshape(len(rows), -1)
+        return self.codes[rows].reshape(len(rows), -1)
+
+    def lookup(self, observations: np.ndarray) -> np.ndarray:
+        codes = self.raw(np.asarray(observations)[:, 0].astype(np.int64))
         if self.pca_axes is None:
             return codes
         return ((codes - self.pca_means) @ self.pca_axes).astype(np.float32)
+
+
+class CodeBlock:
+    """Dimensions [start, stop) of a CodeTable's raw codes: a score subset reads the codes
+    the full battery encoded, never encoding an image twice."""
+
+    def __init__(self, table: CodeTable, dims: tuple[int, int]) -> None:
+        self.table, (self.start, self.stop) = table, dims
+
+    def encode_all(self) -> None:
+        self.table.encode_all()
+
+    def lookup(self, observations: np.ndarray) -> np.ndarray:
+        rows = np.asarray(observations)[:, 0].astype(np.int64)
+        return self.table.raw(rows)[:, self.start : self.stop]
 
 
 class EncodedGroundTruth(GroundTruthData):
@@ -169,25 +187,16 @@ def evaluate(
     """Run every metric in ``eval_cfg.metrics`` not already in the record with these settings,
     writing each to metrics.json as it finishes."""
     method.eval()
-    for name, result in score_battery(method, dataset, eval_cfg, device, record.metrics()):
+    table = CodeTable(dataset, method, device, eval_cfg.batch_size)
+    done = record.metrics()
+    for name, result in score_battery(method, dataset, eval_cfg, device, done, table=table):
         record.write_metric(name, result)
     for subset, spec in method.score_subsets().items():
-        for name, result in score_subset(method, dataset, eval_cfg, device, record, spec, subset):
+        for name, result in score_subset(
+            method, dataset, eval_cfg, device, done, spec, subset, table
+        ):
             record.write_metric(name, result)
     return record.metrics()
-
-
-class CodeBlock:
-    """The dimensions [start, stop) of a method's code, as something CodeTable can encode with."""
-
-    code_units = None
-
-    def __init__(self, method: Method, dims: tuple[int, int]) -> None:
-        self.method, (self.start, self.stop) = method, dims
-        self.representation_dim = self.stop - self.start
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.method.encode(images)[:, self.start : self.stop]
 
 
 def score_subset(
@@ -195,28 +204,30 @@ def score_subset(
     dataset,
     eval_cfg: DictConfig,
     device: torch.device,
-    record: RunRecord,
+    done: dict[str, Any],
     subset: ScoreSubset,
     name: str,
+    table: CodeTable,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(``<metric>/<name>``, result) for the battery's factor metrics on a subset: its factors
-    only (the excluded ones drawn as nuisances), its code dimensions raw."""
+    only (the excluded ones drawn as nuisances), its code dimensions raw, read from the full
+    battery's ``table``."""
     if hasattr(dataset, "attributes"):
         return
-    metrics = [
-        m
-        for m in eval_cfg.metrics
-        if METRICS.get(m).data == "factors" and METRICS.get(m).scores == "codes"
-    ]
+    specs = {m: METRICS.get(m) for m in eval_cfg.metrics}
     cfg = eval_cfg.copy()
-    cfg.metrics, cfg.reduce = metrics, Reduce.none
+    cfg.metrics = [m for m, s in specs.items() if s.data == "factors" and s.scores == "codes"]
+    cfg.reduce = Reduce.none
     suffix = f"/{name}"
-    done = {k[: -len(suffix)]: v for k, v in record.metrics().items() if k.endswith(suffix)}
-    block = CodeBlock(method, subset.dims)
+    earlier = {k.removesuffix(suffix): v for k, v in done.items() if k.endswith(suffix)}
     excluded = tuple(subset.excluded_factors)
-    scored = [f for f in dataset.factor_names if f not in excluded]
-    for metric, result in score_battery(block, dataset, cfg, device, done, excluded):
-        details = {"subset": subset.description, "factors": scored, "dims": list(subset.dims)}
+    block = CodeBlock(table, subset.dims)
+    details = {
+        "subset": subset.description,
+        "factors": [f for f in dataset.factor_names if f not in excluded],
+        "dims": list(subset.dims),
+    }
+    for metric, result in score_battery(method, dataset, cfg, device, earlier, excluded, block):
         yield metric + suffix, {**result, **details}
 
 
@@ -311,17 +322,20 @@ def check_ready(method_class: type[Method], dataset, eval_cfg: DictConfig) -> No
 
 
 def score_battery(
-    method: Method | CodeBlock,
+    method: Method,
     dataset,
     eval_cfg: DictConfig,
     device: torch.device,
     done: dict[str, Any],
     excluded: tuple[str, ...] = (),
+    table: CodeTable | CodeBlock | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(metric, result with its settings) for every metric of ``eval_cfg`` in turn, skipping
     those ``done`` holds with the same settings (scored before an interruption). Factors
-    in ``excluded`` are not scored (drawn at random as nuisances)."""
-    table = CodeTable(dataset, method, device, eval_cfg.batch_size)
+    in ``excluded`` are not scored (drawn at random as nuisances). Codes come from ``table``
+    when given (shared with another battery), else from a table of their own."""
+    if table is None:
+        table = CodeTable(dataset, method, device, eval_cfg.batch_size)
     view = (
         EncodedAttributes(dataset)
         if hasattr(dataset, "attributes")

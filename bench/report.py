@@ -167,8 +167,10 @@ def with_rows(results: pd.DataFrame) -> pd.DataFrame:
             strict=True,
         )
     ]
-    supervised = data.supervision.fillna("") != "" if "supervision" in data else data.row == ""
-    data.loc[supervised, "row"] = data.row[supervised] + " [" + data.supervision[supervised] + "]"
+    # A results.csv of an earlier report has no supervision column: nothing to mark.
+    supervision = data.get("supervision", pd.Series("", index=data.index)).fillna("")
+    supervised = supervision != ""
+    data.loc[supervised, "row"] = data.row[supervised] + " [" + supervision[supervised] + "]"
     deviates = data.deviation != ""
     data.loc[deviates, "row"] = data.row[deviates] + f" {DEVIATION_MARK}"
     # What was still ambiguous (records without run.json): the config hash tells them apart.

@@ -89,6 +89,8 @@ class Sweep:
     executor: dict[str, Any] = field(default_factory=lambda: {"kind": "local"})
     slurm: dict[str, Any] = field(default_factory=dict)
     _runs: list[RunSpec] | None = field(default=None, init=False, repr=False, compare=False)
+    # The distinct evaluation settings of those runs, found as their configs are resolved.
+    _evals: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def runs(self) -> list[RunSpec]:
         """Every run, once (variants that resolve to the same config are one run). A config
@@ -102,6 +104,8 @@ class Sweep:
                     overrides = (*self.overrides, *extra)
                     cfg = resolve_config(method, dataset, self.preset, overrides, 0)
                     run_hash = config_hash(cfg)
+                    evaluation = OmegaConf.to_container(cfg.eval, resolve=True)
+                    self._evals.setdefault(json.dumps(evaluation, sort_keys=True), cfg.eval)
                     for seed in self.seeds:
                         path = run_dir(self.out, dataset, method, run_hash, seed)
                         spec = RunSpec(method, dataset, seed, variant, overrides, self.preset, path)
@@ -114,14 +118,9 @@ class Sweep:
         checked once per distinct evaluation setting before any run is queued."""
         from bench.evaluate import check_files
 
-        seen = set()
-        settings = {(s.method, s.dataset, tuple(s.overrides)) for s in self.runs()}
-        for method, dataset, overrides in sorted(settings):
-            cfg = resolve_config(method, dataset, self.preset, overrides, 0)
-            key = json.dumps(OmegaConf.to_container(cfg.eval, resolve=True), sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                check_files(cfg.eval)
+        self.runs()
+        for evaluation in self._evals.values():
+            check_files(evaluation)
 
 
 def load_sweep(path: Path, out: Path | None = None) -> Sweep:

@@ -162,6 +162,17 @@ def build_ema(
     return EMAModel(parameters, decay=decay, min_decay=0.0 if warmup else decay)
 
 
+def run_ema(
+    method: Method, train_cfg: DictConfig
+) -> tuple[EMAModel | None, list[torch.nn.Parameter]]:
+    """The run's EMA (``train.ema_*``; None without one) and the parameters it averages."""
+    if train_cfg.ema_decay is None:
+        return None, []
+    modules = None if train_cfg.ema_modules is None else list(train_cfg.ema_modules)
+    averaged = ema_parameters(method, modules)
+    return build_ema(train_cfg.ema_decay, averaged, train_cfg.ema_warmup), averaged
+
+
 def warmup_factor(step: int, train: DictConfig) -> float:
     """LDM's LambdaLinearScheduler: the learning rate ramps linearly from ``warmup_start``× to
     1× over ``warmup_steps`` steps, then stays."""
@@ -223,6 +234,23 @@ def build_own_optimizers(method: Method) -> dict[str, torch.optim.Optimizer]:
         name: torch.optim.Adam(spec.parameters, lr=spec.lr, betas=spec.betas, eps=spec.eps)
         for name, spec in method.own_optimizers().items()
     }
+
+
+def build_optimizers(
+    method: Method, train_cfg: DictConfig
+) -> tuple[
+    torch.optim.Optimizer | None,
+    dict[str, torch.optim.Optimizer],
+    dict[str, list[torch.nn.Parameter]],
+]:
+    """(the run's optimizer, the method's own optimizers by name, each optimizer's
+    parameters). A method that steps itself brings all of its optimizers (checkpointed as own
+    ones) and has no run optimizer."""
+    if method.steps_itself:
+        return None, method.make_optimizers(), {}
+    parameters = {RUN_LOSS: run_parameters(method)}
+    parameters.update({n: spec.parameters for n, spec in method.own_optimizers().items()})
+    return build_optimizer(method, train_cfg), build_own_optimizers(method), parameters
 
 
 def backward(
@@ -319,17 +347,8 @@ def train(
     device = select_device(train_cfg.device)
     method.to(device).train()
     check_steps(method, train_cfg.steps)
-    # A method that steps itself brings its own optimizers (all checkpointed as own ones).
-    optimizer = None if method.steps_itself else build_optimizer(method, train_cfg)
-    own_optimizers = (
-        method.make_optimizers() if method.steps_itself else build_own_optimizers(method)
-    )
-    parameters = {RUN_LOSS: run_parameters(method)}
-    if not method.steps_itself:
-        parameters.update({n: spec.parameters for n, spec in method.own_optimizers().items()})
-    ema_modules = None if train_cfg.ema_modules is None else list(train_cfg.ema_modules)
-    averaged = ema_parameters(method, ema_modules) if train_cfg.ema_decay is not None else []
-    ema = build_ema(train_cfg.ema_decay, averaged, train_cfg.ema_warmup)
+    optimizer, own_optimizers, parameters = build_optimizers(method, train_cfg)
+    ema, averaged = run_ema(method, train_cfg)
     noise = torch.Generator(device).manual_seed(cfg.seed)  # the method's random draws
     data_order = DataOrder(len(dataset), train_cfg.batch_size, cfg.seed)
     labeled = method.labeled_factors()
@@ -362,14 +381,12 @@ def train(
             # Labels only for a method that names labelled factors: unsupervised ones never
             # see any.
             labels = () if columns is None else (batch_labels(dataset, rows, columns, device),)
-            if optimizer is None:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                if optimizer is None:  # the method steps its own optimizers
                     loss, logs = method.train_step(images, noise, step, own_optimizers, *labels)
-                losses = {RUN_LOSS: loss}
-            else:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                else:
                     loss, logs = method.training_loss(images, noise, *labels)
-                losses = loss if isinstance(loss, dict) else {RUN_LOSS: loss}
+            losses = loss if isinstance(loss, dict) else {RUN_LOSS: loss}
             values = {name: part.item() for name, part in losses.items()}
             for part_value in values.values():
                 if not math.isfinite(part_value):

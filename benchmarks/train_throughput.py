@@ -33,21 +33,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 import bench.datasets
 from bench.config import resolve_config
 from bench.fileio import atomic_write_json
+from bench.methods import METHODS
 from bench.methods.base import Method
 from bench.methods.diffusion.gmm import fit_split_prune
 from bench.runner import build_method
 from bench.train import (
     RUN_LOSS,
-    build_ema,
-    build_optimizer,
-    build_own_optimizers,
-    ema_parameters,
+    build_optimizers,
     label_columns,
-    run_parameters,
+    run_ema,
     step_optimizers,
 )
 
@@ -102,14 +101,8 @@ def time_training(
     if compiled:  # static shapes: every step has the same batch
         for child in model.children():
             child.compile(dynamic=False)
-    # The training loop's own optimizer set-up: a method that steps itself brings its own.
-    optimizer = None if model.steps_itself else build_optimizer(model, cfg.train)
-    own = model.make_optimizers() if model.steps_itself else build_own_optimizers(model)
-    parameters = {RUN_LOSS: run_parameters(model)}
-    parameters.update({n: spec.parameters for n, spec in model.own_optimizers().items()})
-    modules = None if cfg.train.ema_modules is None else list(cfg.train.ema_modules)
-    averaged = ema_parameters(model, modules) if cfg.train.ema_decay is not None else []
-    ema = build_ema(cfg.train.ema_decay, averaged, cfg.train.ema_warmup)
+    optimizer, own, parameters = build_optimizers(model, cfg.train)  # as the loop does
+    ema, averaged = run_ema(model, cfg.train)
     data = bench.datasets.load("shapes3d-procedural")
     columns = label_columns(data, model.labeled_factors()) if model.labeled_factors() else None
     rng = np.random.default_rng(0)
@@ -174,12 +167,12 @@ def time_refit(device: torch.device) -> dict:
 
 def stage_starts(method: str) -> dict[str, int]:
     """Each stage's first step index for a method of fixed stages; {"": 0} otherwise."""
-    cfg = resolve_config(method, "shapes3d-procedural", "paper")
-    model = build_method(cfg, bench.datasets.load("shapes3d-procedural"))
-    if not hasattr(model, "phase_steps"):
+    method_cls = METHODS.get(method)
+    if not hasattr(method_cls, "stage_steps"):
         return {"": 0}
+    cfg = resolve_config(method, "shapes3d-procedural", "paper")
     starts, first = {}, 0
-    for stage, steps in model.phase_steps().items():
+    for stage, steps in method_cls.stage_steps(OmegaConf.to_object(cfg.method)).items():
         starts[stage], first = first, first + steps
     return starts
 

@@ -32,6 +32,7 @@ from bench.report import collect, summarise
 from bench.runner import build_method, run
 from bench.store import RunRecord
 from bench.train import train
+from tests.grid_data import FactorGrid
 
 
 def tiny(labeled=("a", "b"), **settings) -> DisUnknown:
@@ -285,11 +286,16 @@ def test_excluded_factors_are_drawn_as_nuisances_and_not_scored():
     factors = data.factors_of(rows)
     assert (factors[:, 0] == 3).all()
     assert all(len(np.unique(factors[:, k])) > 1 for k in range(1, 6))
-    # Without exclusions the view draws exactly as the dataset does.
-    plain = EncodedGroundTruth(data)
-    state = np.random.RandomState(1).randint(4, size=(10, 6))
-    rows = plain.sample_observations_from_factors(state, np.random.RandomState(2))[:, 0]
-    np.testing.assert_array_equal(rows, data.index_of(state))
+    # Without exclusions the view draws exactly as the dataset does, nuisances included.
+    grid = FactorGrid((3, 4, 5))
+    grid.nuisance_factors = ("f1",)
+    factors = np.random.RandomState(1).randint(3, size=(50, 2))
+    rows = EncodedGroundTruth(grid).sample_observations_from_factors(
+        factors, np.random.RandomState(2)
+    )[:, 0]
+    expected = grid.index_of(grid.complete_factors(factors, np.random.RandomState(2)))
+    np.testing.assert_array_equal(rows, expected)
+    assert len(np.unique(grid.factors_of(rows)[:, 1])) > 1  # the nuisance was drawn
 
 
 def test_normalised_prelu_has_zero_mean_and_unit_variance_for_a_standard_normal_input():

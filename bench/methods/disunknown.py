@@ -278,16 +278,13 @@ class DisUnknown(Method):
     @classmethod
     def configure_for(cls, config: DisUnknownConfig, dataset) -> DisUnknownConfig:
         """The labelled factors' class frequencies over the dataset (the authors' ``class_freq``
-        of the training labels)."""
+        of the training labels). A dataset of factors here holds every combination of their
+        values once, so each class of a factor is equally frequent."""
         from bench.train import label_columns  # the loop's own check of the factor names
 
         columns = label_columns(dataset, list(config.labeled)) if config.labeled else []
-        factors = dataset.factors_of(np.arange(len(dataset)))
-        sizes = dataset.state_sizes
-        frequencies = [
-            (np.bincount(factors[:, col], minlength=sizes[col]) / len(factors)).tolist()
-            for col in columns
-        ]
+        sizes = [dataset.state_sizes[col] for col in columns]
+        frequencies = [[1.0 / size] * size for size in sizes]
         unknown = [f for f in dataset.factor_names if f not in config.labeled]
         return replace(config, class_frequencies=frequencies, unknown_factors=unknown)
 
@@ -302,9 +299,9 @@ class DisUnknown(Method):
 
     def deviations(self) -> list[str]:
         c = self.config
-        unspecified = [f for f in [*c.labeled, *c.unknown_factors] if f not in c.factors]
-        if c.unknown_size is not None:
-            unspecified = [f for f in c.labeled if f not in c.factors]
+        # The unknown factors' sizes matter only when they make up the unknown code's.
+        sized = c.labeled if c.unknown_size is not None else [*c.labeled, *c.unknown_factors]
+        unspecified = [f for f in sized if f not in c.factors]
         found = list(c.notes)
         if unspecified:
             found.append(
@@ -313,8 +310,13 @@ class DisUnknown(Method):
             )
         return found
 
+    @staticmethod
+    def stage_steps(config: DisUnknownConfig) -> dict[str, int]:
+        """Each stage's steps, in order."""
+        return {p: int(config.steps[p]) for p in PHASES}
+
     def phase_steps(self) -> dict[str, int]:
-        return {p: int(self.config.steps[p]) for p in PHASES}
+        return self.stage_steps(self.config)
 
     def required_steps(self) -> int:
         return sum(self.phase_steps().values())
