@@ -50,6 +50,13 @@ def run(
     print_config: Annotated[
         bool, typer.Option(help="Print the resolved config and its hash, then exit.")
     ] = False,
+    stage: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            hidden=True,  # what `bench sweep` runs first: one shared stage of this run
+            help="Train only the shared stage of this run whose artifact folder this is.",
+        ),
+    ] = None,
 ) -> None:
     """Train, evaluate and record one run (resumes an interrupted one)."""
     if print_config:
@@ -65,6 +72,12 @@ def run(
     from bench.sweep import CLAIMED
     from bench.train import NonFiniteLoss, Preempted
 
+    if stage is not None:
+        from bench.runner import train_shared_stage
+
+        train_shared_stage(method, dataset, preset, overrides or [], seed, out, stage)
+        typer.echo(f"stage: {stage}")
+        return
     try:
         record = run_one(
             method, dataset, preset, overrides or [], seed, out, force, config or [], wait
@@ -144,6 +157,9 @@ def sweep(
             typer.echo("  ".join([*padded[:5], row[5]]))
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         typer.echo(f"{len(rows)} runs: {summary}")
+        if dry_run:
+            for line in plan_lines(plan, executor or plan.executor["kind"], workers):
+                typer.echo(line)
         return
     cli_slurm = {
         "partition": partition,
@@ -170,6 +186,26 @@ def sweep(
             f"{len(failed)} run(s) failed; `bench sweep {file} --status` lists them", err=True
         )
         raise typer.Exit(1)
+
+
+def plan_lines(plan, kind: str, workers: int | None) -> list[str]:
+    """What `bench sweep --dry-run` says it would do: shared stages first, then the runs."""
+    from bench.store import COMPLETE
+    from bench.sweep import state_of, worker_plan
+
+    todo = [spec for spec in plan.runs() if state_of(spec) != COMPLETE]
+    lines = []
+    if kind == "local":
+        slots, gpus = worker_plan(plan, workers, log=lines.append)
+        where = [f"GPU {gpus[i % len(gpus)]}" if gpus else "CPU" for i in range(slots)]
+        lines.append(f"workers: {slots} ({', '.join(where)})")
+    for number, wave in enumerate(plan.stage_waves(todo), start=1):
+        for i, (stage, _) in enumerate(wave):
+            on = f"worker {i % slots + 1}" if kind == "local" else "its own job"
+            lines.append(f"stage, wave {number}: {stage.method} {stage.path} ({on})")
+    then = "the first free worker" if kind == "local" else "array jobs after their stages"
+    lines.append(f"then {len(todo)} run(s), each on {then}")
+    return lines
 
 
 @app.command()

@@ -46,6 +46,12 @@ class Optimizer(str, enum.Enum):
     adamw = "adamw"
 
 
+class Precision(str, enum.Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"  # autocast to bfloat16 (Ampere and newer)
+    fp16 = "fp16"  # autocast to float16 with a GradScaler (V100, T4)
+
+
 @dataclass
 class DatasetConfig:
     name: str = "?"
@@ -80,7 +86,9 @@ class TrainConfig:
     ema_warmup: bool = True
     warmup_steps: int = 0  # linear learning-rate warm-up (LDM's LambdaLinearScheduler)
     warmup_start: float = 1e-6  # the warm-up starts at this fraction of train.lr
-    amp: bool = False  # bf16 autocast, on CUDA only; each method's file says what its authors use
+    # Autocast on CUDA (elsewhere fp32, with a note); each method's file says what its authors
+    # use. DyGA's assignment and the other places the authors keep in fp32 stay in fp32.
+    precision: Precision = Precision.fp32
     # Runtime settings: they do not change the numbers, so they are not part of the run's hash.
     device: str = "auto"  # auto: CUDA when present, else CPU
     log_every: int = 100
@@ -93,6 +101,13 @@ class TrainConfig:
     progress: bool = True
     progress_every_s: float = 60.0  # where stderr is not a terminal: a progress line this often
     tensorboard: bool = False  # also log to <run>/tensorboard (pip install 'drlbench[tensorboard]')
+    # Speed switches, recorded in environment.json. compile: torch.compile the trainable
+    # submodules. tf32: TF32 matrix products and convolutions on Ampere+ (null: torch's
+    # defaults, convolutions only). deterministic: cuDNN's deterministic kernels and
+    # torch.use_deterministic_algorithms (bit-identical GPU reruns); false: cudnn.benchmark.
+    compile: bool = False
+    tf32: Optional[bool] = None
+    deterministic: bool = False
 
 
 class Encode(str, enum.Enum):
@@ -173,6 +188,9 @@ RUNTIME_KEYS = (
     "train.progress",
     "train.progress_every_s",
     "train.tensorboard",
+    "train.compile",
+    "train.tf32",
+    "train.deterministic",
 )
 
 

@@ -21,11 +21,27 @@ def global_rng_state() -> dict[str, Any]:
     }
 
 
-def set_global_rng_state(state: dict[str, Any]) -> None:
-    """Put back what ``global_rng_state`` captured."""
+def set_global_rng_state(state: dict[str, Any], device: torch.device | None = None) -> list[str]:
+    """Put back what ``global_rng_state`` captured. CUDA's states go to as many devices as
+    both the saved state and this process have: a run saved with 8 GPUs visible resumes in a
+    one-GPU job. Returns, in words, what did not fit where it matters (the run trains on
+    CUDA: ``device`` now, or the ``noise_device`` a checkpoint records); empty when
+    everything was restored."""
     random.setstate(state["python"])
     kind, key, *rest = state["numpy"]
     np.random.set_state((kind, np.asarray(key, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = list(state["cuda"])
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for index, cuda_state in enumerate(saved[:visible]):
+        torch.cuda.set_rng_state(cuda_state, index)
+    # CUDA's states matter when the run trains on CUDA, now or when it was saved.
+    uses_cuda = (device is not None and device.type == "cuda") or state.get(
+        "noise_device"
+    ) == "cuda"
+    if uses_cuda and len(saved) != visible:
+        return [
+            f"CUDA random states were saved for {len(saved)} device(s) and {visible} are "
+            f"visible now: {min(len(saved), visible)} restored"
+        ]
+    return []

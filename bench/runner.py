@@ -56,7 +56,14 @@ from bench.methods.base import Method, Stage
 from bench.metrics.gin_config import read_gin
 from bench.registry import BenchError
 from bench.store import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunRecord, read_json, run_dir
-from bench.train import NonFiniteLoss, Preempted, check_steps, select_device, train
+from bench.train import (
+    NonFiniteLoss,
+    Preempted,
+    check_steps,
+    numerics,
+    select_device,
+    train,
+)
 
 
 class RunClaimed(Exception):
@@ -175,17 +182,10 @@ def _run_claimed(
         if curves is not None:
             curves(step)
 
+    flags: dict[str, Any] = {}
     try:
-        for stage in model.stages():
-            model.attach_stage(stage.name, load_or_train_stage(stage, cfg, data, out, record))
-        train(model, data, cfg, record, on_step)
-        claim.check()
-        weights = save_weights(model, record)
-        evaluate(model, data, cfg.eval, record, device)
-        pictures = model.pictures(data, record.path / "pictures", device)
-        if pictures:
-            tqdm.write(f"pictures: {', '.join(str(p) for p in pictures)}", file=sys.stderr)
-        claim.check()
+        with numerics(cfg.train, device) as flags:
+            weights = _train_and_score(model, data, cfg, record, device, out, claim, on_step)
     except ClaimLost:
         raise  # the record is another process's now: write nothing more to it
     except Preempted as stop:
@@ -203,7 +203,8 @@ def _run_claimed(
     finally:
         if not claim.lost:
             segment = time.time() - started
-            atomic_write_json(record.environment_file, environment(device, segment, earlier))
+            info = environment(device, segment, earlier, flags)
+            atomic_write_json(record.environment_file, info)
     record.set_status(
         COMPLETE,
         config_hash=run_hash,
@@ -213,6 +214,31 @@ def _run_claimed(
         training=model.training_summary(),
     )
     return record
+
+
+def _train_and_score(
+    model: Method,
+    data: GroundTruthData,
+    cfg: DictConfig,
+    record: RunRecord,
+    device: torch.device,
+    out: Path,
+    claim: Claim,
+    on_step: Callable[[int], None],
+) -> dict[str, Any]:
+    """Stages, training, weights, evaluation and pictures of a claimed run; returns the
+    weights' size and checksum."""
+    for stage in model.stages():
+        model.attach_stage(stage.name, load_or_train_stage(stage, cfg, data, out, record))
+    train(model, data, cfg, record, on_step)
+    claim.check()
+    weights = save_weights(model, record)
+    evaluate(model, data, cfg.eval, record, device)
+    pictures = model.pictures(data, record.path / "pictures", device)
+    if pictures:
+        tqdm.write(f"pictures: {', '.join(str(p) for p in pictures)}", file=sys.stderr)
+    claim.check()
+    return weights
 
 
 def save_weights(model: Method, record: RunRecord) -> dict[str, Any]:
@@ -267,61 +293,151 @@ RUNTIME_KEYS_OF_TRAIN = (
     "keep_checkpoints",
     "heartbeat_s",
     "stale_after_s",
+    "compile",
+    "tf32",
+    "deterministic",
 )
 
 
-def load_or_train_stage(
-    stage: Stage, cfg: DictConfig, data: GroundTruthData, out: Path | str, record: RunRecord
-) -> Method:
-    """The trained ``stage`` of a run: from ``<out>/artifacts/<stage method>/<dataset>/<hash>``
-    when an earlier run trained it with the same settings on the same dataset, else trained
-    there now. A stage may itself declare stages (the LDM stage builds on the VQ first stage):
-    they are resolved first, the same way, so a chain is trained once and reused whole. A
-    claim (bench/claim.py) keeps concurrent runs from training the same one twice; a cached
-    stage whose weights do not verify is trained again, never loaded."""
+def stage_config(stage: Stage, cfg: DictConfig) -> DictConfig:
+    """The full config of ``stage`` of the run ``cfg``: its own settings, the run's dataset
+    and data options, and the run's runtime settings."""
     stage_cfg = OmegaConf.structured(
         RunConfig(
             method=METHODS.get(stage.method).config_class(name=stage.method),
             dataset=DatasetConfig(name=cfg.dataset.name),
         )
     )
-    stage_cfg = OmegaConf.merge(
+    return OmegaConf.merge(
         stage_cfg,
         {
             "method": stage.method_config,
             "dataset": {"options": cfg.dataset.options},
             "data": cfg.data,
-            "train": {
-                **stage.train,
-                **{k: cfg.train[k] for k in RUNTIME_KEYS_OF_TRAIN},
-            },
+            "train": {**stage.train, **{k: cfg.train[k] for k in RUNTIME_KEYS_OF_TRAIN}},
             "eval": {"metrics": []},
             "seed": stage.seed,
         },
     )
-    stage_hash = config_hash(stage_cfg)
-    stage_record = RunRecord(Path(out) / "artifacts" / stage.method / cfg.dataset.name / stage_hash)
+
+
+def stage_path(stage_cfg: DictConfig, out: Path | str) -> Path:
+    """Where a stage's artifact lives: keyed by its method, dataset and config hash."""
+    method, dataset = stage_cfg.method.name, stage_cfg.dataset.name
+    return Path(out) / "artifacts" / method / dataset / config_hash(stage_cfg)
+
+
+@dataclass(frozen=True)
+class SharedStage:
+    """A stage some run builds on, as a sweep plans it: trained once, before those runs."""
+
+    path: Path  # its artifact record
+    method: str  # the method that trains it
+    below: tuple[Path, ...]  # the artifacts of the stages it builds on itself
+
+    def depth(self, stages: dict[Path, SharedStage]) -> int:
+        """0 for a stage on no other; else one more than the deepest stage below it."""
+        return 1 + max((stages[p].depth(stages) for p in self.below), default=-1)
+
+
+def shared_stages(cfg: DictConfig, data: GroundTruthData, out: Path | str) -> list[SharedStage]:
+    """Every stage the run ``cfg`` builds on, the stages below a stage first. The method is
+    built on the meta device: its stages are read off its settings, no weights are made."""
+    if METHODS.get(cfg.method.name).stages is Method.stages:
+        return []
+    with torch.device("meta"):
+        model = build_method(cfg, data)
+    found: list[SharedStage] = []
+
+    def walk(parent: Method) -> list[Path]:
+        paths = []
+        for stage in parent.stages():
+            stage_cfg = stage_config(stage, cfg)
+            with torch.device("meta"):
+                below = walk(build_method(stage_cfg, data))
+            path = stage_path(stage_cfg, out)
+            found.append(SharedStage(path, stage.method, tuple(below)))
+            paths.append(path)
+        return paths
+
+    walk(model)
+    return found
+
+
+def train_shared_stage(
+    method: str,
+    dataset: str,
+    preset: str | None,
+    overrides: list[str] | tuple[str, ...],
+    seed: int,
+    out: Path | str,
+    artifact: Path,
+) -> Path:
+    """Train (or find cached) the stage of this run whose artifact record is ``artifact``,
+    and the stages below it, and nothing else: what a sweep runs before the runs that share
+    the stage, so that none of them waits for another to train it."""
+    cfg = resolve_config(method, dataset, preset, overrides, seed)
+    select_device(cfg.train.device)
+    data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
+
+    def find(parent: Method) -> bool:
+        for stage in parent.stages():
+            stage_cfg = stage_config(stage, cfg)
+            if stage_path(stage_cfg, out) == Path(artifact):
+                load_or_train_stage(stage, cfg, data, out)
+                return True
+            with torch.device("meta"):
+                if find(build_method(stage_cfg, data)):
+                    return True
+        return False
+
+    with numerics(cfg.train, select_device(cfg.train.device)):
+        if not find(build_method(cfg, data)):
+            raise BenchError(f"{method} on {dataset} with these settings has no stage {artifact}")
+    return Path(artifact)
+
+
+def load_or_train_stage(
+    stage: Stage,
+    cfg: DictConfig,
+    data: GroundTruthData,
+    out: Path | str,
+    record: RunRecord | None = None,
+) -> Method:
+    """The trained ``stage`` of a run: from ``<out>/artifacts/<stage method>/<dataset>/<hash>``
+    when an earlier run trained it with the same settings on the same dataset, else trained
+    there now (``record``, the run's, logs which). A stage may itself declare stages (the
+    LDM stage builds on the VQ first stage): they are resolved first, the same way, so a
+    chain is trained once and reused whole. A claim (bench/claim.py) keeps concurrent runs
+    from training the same one twice; a cached stage whose weights do not verify is trained
+    again, never loaded."""
+    stage_cfg = stage_config(stage, cfg)
+    stage_record = RunRecord(stage_path(stage_cfg, out))
     model = build_method(stage_cfg, data)
     for below in model.stages():  # a stage built on stages: the chain resolves first
         model.attach_stage(below.name, load_or_train_stage(below, cfg, data, out, record))
-    with Claim(stage_record.path, cfg.train.heartbeat_s, cfg.train.stale_after_s) as claim:
-        claim.acquire(on_wait=lambda holder: _say_waiting(stage_record.path, holder))
-        problem = weights_problem(stage_record) if stage_record.is_complete() else "untrained"
-        if problem is None:
-            load_model(model, str(stage_record.weights_file))
-        else:
-            if problem != "untrained":
-                tqdm.write(
-                    f"warning: the cached {stage.name} at {stage_record.path} is damaged "
-                    f"(model.safetensors: {problem}); training it again",
-                    file=sys.stderr,
-                )
-            model = train_stage(model, stage_cfg, data, stage_record, claim)
+    problem = weights_problem(stage_record) if stage_record.is_complete() else "untrained"
+    if problem is None:  # trained and verified: read without the claim, so that runs sharing
+        load_model(model, str(stage_record.weights_file))  # it never queue to load it
+    else:
+        with Claim(stage_record.path, cfg.train.heartbeat_s, cfg.train.stale_after_s) as claim:
+            claim.acquire(on_wait=lambda holder: _say_waiting(stage_record.path, holder))
+            problem = weights_problem(stage_record) if stage_record.is_complete() else "untrained"
+            if problem is None:  # the holder we waited for trained it
+                load_model(model, str(stage_record.weights_file))
+            else:
+                if problem != "untrained":
+                    tqdm.write(
+                        f"warning: the cached {stage.name} at {stage_record.path} is damaged "
+                        f"(model.safetensors: {problem}); training it again",
+                        file=sys.stderr,
+                    )
+                model = train_stage(model, stage_cfg, data, stage_record, claim)
     verb = "reusing the cached" if problem is None else "trained the"
     tqdm.write(f"{verb} {stage.name} ({stage.method}) at {stage_record.path}", file=sys.stderr)
-    record.append_log(
-        {"step": 0, "event": stage.name, "path": str(stage_record.path), "reused": problem is None}
-    )
+    if record is not None:  # the run's log says which stage it built on
+        event = {"step": 0, "event": stage.name, "path": str(stage_record.path)}
+        record.append_log({**event, "reused": problem is None})
     return model.requires_grad_(False).eval()
 
 
@@ -420,11 +536,15 @@ def evaluate_run(
 
 
 def environment(
-    device: torch.device, wall_time: float, earlier: dict[str, Any] | None = None
+    device: torch.device,
+    wall_time: float,
+    earlier: dict[str, Any] | None = None,
+    numerics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What produced the numbers: versions, code revision, hardware, cost. ``wall_time_s``
-    adds up every segment of a run that was interrupted and resumed (``earlier`` is the
-    environment the previous segment recorded); ``segments`` counts them."""
+    """What produced the numbers: versions, code revision, hardware, the numerics switches
+    (``numerics``: precision, TF32, deterministic, compile), cost. ``wall_time_s`` adds up
+    every segment of a run that was interrupted and resumed (``earlier`` is the environment
+    the previous segment recorded); ``segments`` counts them."""
     earlier = earlier or {}
     packages = ["drlbench", "torch", "numpy", "scipy", "scikit-learn", "omegaconf"]
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -442,11 +562,42 @@ def environment(
         "last_segment_s": round(wall_time, 2),
         "segments": earlier.get("segments", 1 if earlier else 0) + 1,
         "peak_memory_mib": round(peak_rss_mib, 1),
+        "numerics": numerics or {},
+        "cuda": cuda_environment(),
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
         info["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return info
+
+
+def cuda_environment() -> dict[str, Any] | None:
+    """CUDA, cuDNN and driver versions and the visible GPUs; None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    count = torch.cuda.device_count()
+    return {
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "driver": _nvidia_driver(),
+        "gpu_count": count,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(count)],
+        "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = result.stdout.strip().splitlines() if result.returncode == 0 else []
+    return lines[0] if lines else None
 
 
 def _cpu_name() -> str:

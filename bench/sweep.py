@@ -27,6 +27,8 @@ nothing new, and a sweep with one more seed runs only that seed. Each record get
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -37,7 +39,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from omegaconf import OmegaConf
@@ -45,8 +47,13 @@ from omegaconf import OmegaConf
 from bench.claim import active_holder
 from bench.config import config_hash, resolve_config
 from bench.fileio import atomic_write_json
+from bench.methods import METHODS
+from bench.methods.base import Method
 from bench.registry import BenchError
 from bench.store import COMPLETE, FAILED, PENDING, RunRecord, run_dir
+
+if TYPE_CHECKING:
+    from bench.runner import SharedStage
 
 EXECUTORS = ("local", "slurm")
 # `bench run` exit statuses: bad input, which a retry cannot fix; and a run another process
@@ -64,12 +71,15 @@ class RunSpec:
     overrides: tuple[str, ...]
     preset: str | None
     path: Path
+    stages: tuple[Path, ...] = ()  # the artifacts of the shared stages it builds on
 
-    def command(self, out: Path) -> list[str]:
+    def command(self, out: Path, stage: Path | None = None) -> list[str]:
+        """``bench run`` for this run; with ``stage``, for that shared stage of it alone."""
         args = ["--method", self.method, "--dataset", self.dataset, "--seed", str(self.seed)]
         if self.preset:
             args += ["--preset", self.preset]
         args += ["--out", str(out), "--no-wait"]
+        args += ["--stage", str(stage)] if stage is not None else []
         return [sys.executable, "-m", "bench", "run", *args, *self.overrides]
 
 
@@ -89,6 +99,10 @@ class Sweep:
     executor: dict[str, Any] = field(default_factory=lambda: {"kind": "local"})
     slurm: dict[str, Any] = field(default_factory=dict)
     _runs: list[RunSpec] | None = field(default=None, init=False, repr=False, compare=False)
+    # The shared stages of those runs by artifact, found as their configs are resolved.
+    _stages: dict[Path, SharedStage] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
     # The distinct evaluation settings of those runs, found as their configs are resolved.
     _evals: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -106,12 +120,46 @@ class Sweep:
                     run_hash = config_hash(cfg)
                     evaluation = OmegaConf.to_container(cfg.eval, resolve=True)
                     self._evals.setdefault(json.dumps(evaluation, sort_keys=True), cfg.eval)
+                    stages = self._shared_stages(cfg)
                     for seed in self.seeds:
                         path = run_dir(self.out, dataset, method, run_hash, seed)
-                        spec = RunSpec(method, dataset, seed, variant, overrides, self.preset, path)
+                        spec = RunSpec(
+                            method, dataset, seed, variant, overrides, self.preset, path, stages
+                        )
                         specs.setdefault(path, spec)
             self._runs = list(specs.values())
         return self._runs
+
+    def _shared_stages(self, cfg) -> tuple[Path, ...]:
+        """The artifacts of the stages a run of ``cfg`` builds on (none for most methods,
+        which are not built to find out)."""
+        if METHODS.get(cfg.method.name).stages is Method.stages:
+            return ()
+        from bench import datasets
+        from bench.runner import shared_stages
+
+        data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
+        found = shared_stages(cfg, data, self.out)
+        for stage in found:
+            self._stages.setdefault(stage.path, stage)
+        return tuple(stage.path for stage in found)
+
+    def stage_waves(self, runs: list[RunSpec]) -> list[list[tuple[SharedStage, RunSpec]]]:
+        """The untrained shared stages ``runs`` need, each with a run that builds on it, in
+        waves: a wave's stages build only on those of earlier waves, so each wave's stages
+        train side by side and none waits for another."""
+        self.runs()
+        needed: dict[Path, RunSpec] = {}
+        for spec in runs:
+            for path in spec.stages:
+                needed.setdefault(path, spec)
+        waves: dict[int, list[tuple[SharedStage, RunSpec]]] = {}
+        for path, spec in needed.items():
+            if RunRecord(path).is_complete():
+                continue
+            stage = self._stages[path]
+            waves.setdefault(stage.depth(self._stages), []).append((stage, spec))
+        return [waves[depth] for depth in sorted(waves)]
 
     def check_files(self) -> None:
         """What every run would find missing only after it starts (FID's Inception file),
@@ -208,21 +256,52 @@ def mark_variant(spec: RunSpec, sweep: Sweep) -> None:
     )
 
 
+def worker_plan(sweep: Sweep, workers: int | None = None, log=print) -> tuple[int, list[str]]:
+    """How many local workers, and the GPUs they take in turn. With GPUs visible: one worker
+    per GPU (``workers`` from the command line may ask otherwise; more than the GPUs is
+    warned about); the sweep file's ``executor.workers`` is for machines without GPUs."""
+    gpus = _visible_gpus()
+    if not gpus:
+        return workers or sweep.executor.get("workers") or 1, gpus
+    listed = sweep.executor.get("workers")
+    if workers is None and listed is not None and listed != len(gpus):
+        log(
+            f"{len(gpus)} GPUs visible: one worker per GPU (the sweep file's executor.workers="
+            f"{listed} is for machines without GPUs; --workers N overrides)"
+        )
+    slots = workers or len(gpus)
+    if slots > len(gpus):
+        log(f"warning: {slots} workers on {len(gpus)} GPUs: some GPUs train two runs at once")
+    return slots, gpus
+
+
+def worker_threads(slots: int) -> int:
+    """OMP_NUM_THREADS for each of ``slots`` workers: the cores this process may use, shared."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // slots)
+
+
 def run_local(sweep: Sweep, workers: int | None = None, log=print) -> list[RunSpec]:
     """Run every incomplete run in worker processes; returns the runs that still failed.
 
-    On a machine with GPUs each worker owns one (CUDA_VISIBLE_DEVICES) and there is one
-    worker per GPU unless ``workers`` says otherwise; on CPU, ``workers`` (default 1).
-    A failed or killed run is retried up to ``sweep.retries`` times; a retry resumes from
-    the run's checkpoint. A run that fails on bad input is not retried.
+    Workers: ``worker_plan``; each owns a GPU (CUDA_VISIBLE_DEVICES) where there are any, and
+    a share of the cores (OMP_NUM_THREADS). The shared stages the runs build on (a VQ first
+    stage) train first, in waves, distinct stages side by side; then the runs, so no worker
+    waits for another's stage. A failed or killed run is retried up to ``sweep.retries``
+    times; a retry resumes from the run's checkpoint. A run that fails on bad input is not
+    retried.
     """
     todo = [spec for spec in sweep.runs() if state_of(spec) != COMPLETE]
-    gpus = _visible_gpus()
-    slots = workers or sweep.executor.get("workers") or max(1, len(gpus))
-    queue = [(spec, 0) for spec in todo]
+    slots, gpus = worker_plan(sweep, workers, log)
     running: dict[int, tuple[subprocess.Popen, RunSpec, int]] = {}
     failed: list[RunSpec] = []
     try:
+        for wave in sweep.stage_waves(todo):
+            _train_stages(sweep, wave, slots, gpus, log)
+        queue = [(spec, 0) for spec in todo]
         _work_through(sweep, queue, running, failed, slots, gpus, log)
     except KeyboardInterrupt:  # Ctrl-C: every run in progress checkpoints before we leave
         for process, _, _ in running.values():
@@ -233,6 +312,33 @@ def run_local(sweep: Sweep, workers: int | None = None, log=print) -> list[RunSp
             log(f"stopped {_label(spec)} with a checkpoint")
         raise
     return failed
+
+
+def _train_stages(sweep: Sweep, wave, slots: int, gpus: list[str], log) -> None:
+    """One wave of shared stages, up to ``slots`` at once. A stage that fails is left to the
+    runs that need it (each would train it, or report why it cannot)."""
+    pending, running = list(wave), {}
+    while pending or running:
+        for slot in range(slots):
+            if slot not in running and pending:
+                stage, spec = pending.pop(0)
+                stage.path.mkdir(parents=True, exist_ok=True)
+                command = spec.command(sweep.out, stage.path)
+                running[slot] = (_spawn(command, stage.path, slot, slots, gpus), stage)
+                log(f"training the shared {stage.method} stage {stage.path}{_gpu(slot, gpus)}")
+        time.sleep(0.2)
+        for slot, (process, stage) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[slot]
+            if process.returncode == 0:
+                log(f"stage ready: {stage.path}")
+            else:
+                log(f"stage FAILED (exit {process.returncode}): {stage.path}/sweep.log")
+
+
+def _gpu(slot: int, gpus: list[str]) -> str:
+    return f" on GPU {gpus[slot % len(gpus)]}" if gpus else ""
 
 
 def _work_through(sweep, queue, running, failed, slots, gpus, log) -> None:
@@ -291,14 +397,17 @@ def _held_elsewhere(spec: RunSpec, log) -> bool:
 def _start(spec: RunSpec, sweep: Sweep, slot: int, slots: int, gpus: list[str]):
     """``bench run`` for ``spec`` in a worker process, its output in the record's sweep.log."""
     mark_variant(spec, sweep)
-    env = dict(os.environ)
+    return _spawn(spec.command(sweep.out), spec.path, slot, slots, gpus)
+
+
+def _spawn(command: list[str], folder: Path, slot: int, slots: int, gpus: list[str]):
+    """``command`` as worker ``slot`` of ``slots``: its GPU, its share of the cores (not every
+    worker using all of them), its output appended to ``folder``/sweep.log."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(worker_threads(slots)))
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-    else:  # share the cores instead of every run using all of them
-        threads = max(1, (os.cpu_count() or 1) // slots)
-        env.setdefault("OMP_NUM_THREADS", str(threads))
-    with open(spec.path / "sweep.log", "a") as handle:
-        return subprocess.Popen(spec.command(sweep.out), env=env, stdout=handle, stderr=handle)
+    with open(folder / "sweep.log", "a") as handle:
+        return subprocess.Popen(command, env=env, stdout=handle, stderr=handle)
 
 
 def _visible_gpus() -> list[str]:
@@ -326,10 +435,73 @@ def _error(spec: RunSpec) -> str:
     return tail[0][:200] if tail else "no error recorded"
 
 
+# Sweep-file (and command-line) SLURM settings: ours, and those passed to sbatch as they are.
+SLURM_SETTINGS = ("time_min", "cpus_per_task", "mem_gb", "array_parallelism", "gpus_per_task")
+SLURM_PASSTHROUGH = ("partition", "account", "qos", "constraint", "gres")
+
+
+def slurm_parameters(sweep: Sweep, log=print) -> dict[str, Any]:
+    """submitit's parameters for the sweep's jobs: ``slurm:`` settings over the defaults, one
+    GPU per job whenever the runs train on CUDA (``train.device`` cuda, or auto on a machine
+    that has one; ``gpus_per_task: 0`` asks for none), and ``account``, ``qos``,
+    ``constraint``, ``gres``, ``partition`` passed through."""
+    settings = {"time_min": 60, "cpus_per_task": 2, "mem_gb": 8, "array_parallelism": 32}
+    settings.update(sweep.slurm)
+    unknown = sorted(set(settings) - {*SLURM_SETTINGS, *SLURM_PASSTHROUGH})
+    if unknown:
+        raise BenchError(
+            f"slurm: unknown setting(s) {unknown}; valid: "
+            f"{', '.join(sorted({*SLURM_SETTINGS, *SLURM_PASSTHROUGH}))}"
+        )
+    parameters = {
+        "name": f"bench-{sweep.name}",
+        "timeout_min": int(settings["time_min"]),
+        "cpus_per_task": int(settings["cpus_per_task"]),
+        "mem_gb": settings["mem_gb"],
+        "slurm_array_parallelism": int(settings["array_parallelism"]),
+    }
+    for key in SLURM_PASSTHROUGH:
+        if settings.get(key):
+            parameters[f"slurm_{key}"] = str(settings[key])
+    gpus = settings.get("gpus_per_task")
+    if gpus is None:
+        devices = {resolve_device_setting(spec) for spec in sweep.runs()}
+        gpus = 1 if "cuda" in devices else 0
+        if "auto" in devices and not gpus:
+            log(
+                "slurm: train.device=auto and this machine has no GPU, so the jobs ask for "
+                "none; set slurm.gpus_per_task: 1 (or train.device=cuda) to train on GPUs"
+            )
+    if int(gpus) > 0:
+        parameters["gpus_per_node"] = int(gpus)
+    return parameters
+
+
+def resolve_device_setting(spec: RunSpec) -> str:
+    """ "cuda", "cpu" or "auto": where a run's ``train.device`` sends it, as seen from here
+    (auto is cuda when this machine has a GPU)."""
+    cfg = resolve_config(spec.method, spec.dataset, spec.preset, spec.overrides, spec.seed)
+    device = str(cfg.train.device)
+    if device == "auto":
+        return "cuda" if _visible_gpus() else "auto"
+    return "cuda" if device.startswith("cuda") else device
+
+
+def on_gpu(spec: RunSpec) -> RunSpec:
+    """``spec`` trained on CUDA: a job given a GPU fails in one line on a node where torch
+    sees none, instead of training on its CPU unnoticed (``train.device`` is not part of the
+    run's identity)."""
+    cfg = resolve_config(spec.method, spec.dataset, spec.preset, spec.overrides, spec.seed)
+    if cfg.train.device != "auto":
+        return spec
+    return dataclasses.replace(spec, overrides=(*spec.overrides, "train.device=cuda"))
+
+
 def run_slurm(sweep: Sweep, wait: bool = True, log=print, poll_s: float = 5.0) -> list[RunSpec]:
-    """Submit every incomplete run as one submitit job array; with ``wait``, follow the jobs
-    to the end, resubmit failed runs up to ``sweep.retries`` times, and return the runs that
-    still failed.
+    """Submit the shared stages the incomplete runs build on as jobs of their own, wave by
+    wave (``afterok`` on the stages below), then the runs as job arrays, each depending on
+    the jobs of its stages (``afterok``); with ``wait``, follow the jobs to the end, resubmit
+    failed runs up to ``sweep.retries`` times, and return the runs that still failed.
 
     A job that receives SIGUSR1, SIGUSR2 (submitit's time-limit warning) or SIGTERM writes a
     checkpoint at the end of its current step and requeues itself (``scontrol requeue``);
@@ -341,32 +513,39 @@ def run_slurm(sweep: Sweep, wait: bool = True, log=print, poll_s: float = 5.0) -
         raise BenchError(
             "the slurm executor needs submitit: pip install 'drlbench[slurm]'"
         ) from None
-    settings = {"time_min": 60, "cpus_per_task": 2, "mem_gb": 8, "array_parallelism": 32}
-    settings.update(sweep.slurm)
+    parameters = slurm_parameters(sweep, log)
     executor = submitit.AutoExecutor(folder=sweep.out / ".slurm" / sweep.name, cluster="slurm")
-    parameters = {
-        "name": f"bench-{sweep.name}",
-        "timeout_min": int(settings["time_min"]),
-        "cpus_per_task": int(settings["cpus_per_task"]),
-        "mem_gb": settings["mem_gb"],
-        "slurm_array_parallelism": int(settings["array_parallelism"]),
-    }
-    if settings.get("partition"):
-        parameters["slurm_partition"] = settings["partition"]
-    if settings.get("gpus_per_task"):
-        parameters["gpus_per_node"] = int(settings["gpus_per_task"])
-    executor.update_parameters(**parameters)
+
+    def submit(function, specs: list[RunSpec], extra: list[list], after: list[str]) -> list[str]:
+        if "gpus_per_node" in parameters:
+            specs = [on_gpu(spec) for spec in specs]
+        dependency = {"dependency": f"afterok:{':'.join(after)}"} if after else {}
+        executor.update_parameters(**parameters, slurm_additional_parameters=dependency)
+        jobs = executor.map_array(function, specs, [sweep.out] * len(specs), *extra)
+        return [job.job_id for job in jobs]
 
     failed: list[RunSpec] = []
     todo = [spec for spec in sweep.runs() if state_of(spec) != COMPLETE]
     for attempt in range(sweep.retries + 1):
         if not todo:
             break
+        stage_jobs: dict[Path, str] = {}
+        for wave in sweep.stage_waves(todo):
+            for stage, spec in wave:  # a job each: its own afterok on the stages below it
+                after = [stage_jobs[p] for p in stage.below if p in stage_jobs]
+                (stage_jobs[stage.path],) = submit(stage_job, [spec], [[stage.path]], after)
+                log(f"submitted the shared {stage.method} stage as job {stage_jobs[stage.path]}")
         for spec in todo:
             mark_variant(spec, sweep)
-        jobs = executor.map_array(run_job, todo, [sweep.out] * len(todo))
-        ids = [job.job_id for job in jobs]
-        log(f"submitted {len(jobs)} runs as SLURM job array {ids[0].split('_')[0]}")
+        ids = list(stage_jobs.values())
+        groups: dict[tuple[str, ...], list[RunSpec]] = {}
+        for spec in todo:  # runs that wait on the same stage jobs share an array
+            after = tuple(sorted({stage_jobs[p] for p in spec.stages if p in stage_jobs}))
+            groups.setdefault(after, []).append(spec)
+        for after, specs in groups.items():
+            array = submit(run_job, specs, [], list(after))
+            ids += array
+            log(f"submitted {len(specs)} runs as SLURM job array {array[0].split('_')[0]}")
         if not wait:
             return []
         while _queued(ids):
@@ -378,20 +557,39 @@ def run_slurm(sweep: Sweep, wait: bool = True, log=print, poll_s: float = 5.0) -
     return failed
 
 
+def stage_job(spec: RunSpec, out: Path, artifact: Path) -> str:
+    """One shared stage inside a SLURM job, before the runs that build on it."""
+    from bench.runner import train_shared_stage
+
+    with requeued_on_stop():
+        train_shared_stage(
+            spec.method, spec.dataset, spec.preset, spec.overrides, spec.seed, out, artifact
+        )
+    return str(artifact)
+
+
 def run_job(spec: RunSpec, out: Path) -> str:
     """One run inside a SLURM job: train, evaluate, record; requeue on a stop signal."""
     from bench.runner import run
+
+    with requeued_on_stop():
+        record = run(spec.method, spec.dataset, spec.preset, spec.overrides, spec.seed, out)
+    return str(record.path)
+
+
+@contextlib.contextmanager
+def requeued_on_stop():
+    """A job stopped by a signal (its checkpoint written) puts itself back in the queue."""
     from bench.train import Preempted
 
     try:
-        record = run(spec.method, spec.dataset, spec.preset, spec.overrides, spec.seed, out)
+        yield
     except Preempted:
         job = os.environ.get("SLURM_ARRAY_JOB_ID")
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
         job_id = f"{job}_{task}" if job and task else os.environ["SLURM_JOB_ID"]
         subprocess.run(["scontrol", "requeue", job_id], check=True)
         raise
-    return str(record.path)
 
 
 def _queued(job_ids: list[str]) -> bool:

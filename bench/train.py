@@ -19,7 +19,7 @@ and raise ``Preempted``; a second Ctrl-C stops at once, keeping the last periodi
 
 from __future__ import annotations
 
-import math
+import os
 import signal
 import sys
 import time
@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from bench.checkpoints import load_checkpoint_file, newest_usable, save_checkpoint_file
+from bench.config import Precision
 from bench.datasets import GroundTruthData
 from bench.datasets.torch_view import TorchImages
 from bench.methods.base import Method, TrainingProgress
@@ -53,9 +54,20 @@ class Preempted(Exception):
 
 
 class NonFiniteLoss(Exception):
-    def __init__(self, step: int, value: float, last_finite: float | None) -> None:
-        super().__init__(f"loss became {value} at step {step} (last finite loss: {last_finite})")
+    """A loss was NaN or infinite in steps ``first_step``…``step``: the loop checks on the
+    device and reads the verdict once per log window (and before a checkpoint)."""
+
+    def __init__(
+        self, step: int, value: float, last_finite: float | None, first_step: int | None = None
+    ) -> None:
+        first_step = step if first_step is None else first_step
+        where = f"at step {step}" if first_step == step else f"in steps {first_step}-{step}"
+        super().__init__(
+            f"loss became {value} {where} (last finite loss logged: {last_finite}); lower "
+            "train.log_every to find the first bad step"
+        )
         self.step, self.value, self.last_finite = step, value, last_finite
+        self.first_step = first_step
 
 
 def select_device(name: str, setting: str = "train.device") -> torch.device:
@@ -154,12 +166,15 @@ def build_ema(
     """diffusers' EMA, whose decay warms up as min(decay, (1 + n) / (10 + n)) after n updates,
     as LDM's LitEma: with decay 0.9999 the average follows the weights early in training.
     Without ``warmup`` the decay is constant from the second update on (PDAE, DiTi; the
-    first copies the weights in either case)."""
+    first copies the weights in either case). On CUDA it updates every tensor in one
+    multi-tensor kernel (``foreach``) instead of one small kernel per tensor; on the CPU,
+    where launches cost nothing, tensor by tensor, which keeps CPU numbers as they were."""
     if decay is None:
         return None
     from diffusers.training_utils import EMAModel
 
-    return EMAModel(parameters, decay=decay, min_decay=0.0 if warmup else decay)
+    on_cuda = any(p.is_cuda for p in parameters)
+    return EMAModel(parameters, decay=decay, min_decay=0.0 if warmup else decay, foreach=on_cuda)
 
 
 def run_ema(
@@ -184,13 +199,22 @@ def warmup_factor(step: int, train: DictConfig) -> float:
 def build_optimizer(method: Method, train: DictConfig) -> torch.optim.Optimizer:
     """The run's optimizer (``train.*``) over ``run_parameters``."""
     optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[train.optimizer.value]
+    params = run_parameters(method)
     return optimizer_cls(
-        run_parameters(method),
+        params,
         lr=train.lr,
         betas=(train.adam_beta1, train.adam_beta2),
         eps=train.adam_eps,
         weight_decay=train.weight_decay,
+        **fused(params),
     )
+
+
+def fused(parameters: list[torch.nn.Parameter]) -> dict[str, bool]:
+    """Adam's one-kernel update where every parameter is on CUDA (torch's fused Adam(W));
+    elsewhere torch's default, which keeps CPU numbers as they were."""
+    on_cuda = bool(parameters) and all(p.is_cuda for p in parameters)
+    return {"fused": True} if on_cuda else {}
 
 
 def label_columns(dataset: GroundTruthData, factors: list[str]) -> list[int]:
@@ -231,7 +255,9 @@ def check_steps(method: Method, steps: int) -> None:
 def build_own_optimizers(method: Method) -> dict[str, torch.optim.Optimizer]:
     """The method's own optimizers (``Method.own_optimizers``), by name."""
     return {
-        name: torch.optim.Adam(spec.parameters, lr=spec.lr, betas=spec.betas, eps=spec.eps)
+        name: torch.optim.Adam(
+            spec.parameters, lr=spec.lr, betas=spec.betas, eps=spec.eps, **fused(spec.parameters)
+        )
         for name, spec in method.own_optimizers().items()
     }
 
@@ -254,12 +280,16 @@ def build_optimizers(
 
 
 def backward(
-    losses: dict[str, torch.Tensor], parameters: dict[str, list[torch.nn.Parameter]]
+    losses: dict[str, torch.Tensor],
+    parameters: dict[str, list[torch.nn.Parameter]],
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Gradients for every optimizer: one loss, the usual backward pass; several, each loss
     differentiated with respect to its optimizer's parameters alone, so that no loss moves
     another optimizer's parameters (FactorVAE: the VAE never gets the discriminator's loss,
-    the discriminator never the VAE's)."""
+    the discriminator never the VAE's). Under fp16 each loss is scaled first."""
+    if scaler is not None:
+        losses = {name: scaler.scale(loss) for name, loss in losses.items()}
     if list(losses) == [RUN_LOSS]:
         losses[RUN_LOSS].backward()
         return
@@ -282,20 +312,117 @@ def step_optimizers(
     own_optimizers: dict[str, torch.optim.Optimizer],
     step: int,
     train_cfg: DictConfig,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Backward passes and optimizer steps for a method's losses: warm-up and clipping for the
-    run's optimizer; its own optimizers step on their own gradients, unclipped."""
+    run's optimizer; its own optimizers step on their own gradients, unclipped. With fp16's
+    ``scaler``, gradients are unscaled before clipping and a step whose gradients overflowed
+    is skipped (torch's GradScaler)."""
     optimizer.zero_grad(set_to_none=True)
     for own in own_optimizers.values():
         own.zero_grad(set_to_none=True)
-    backward(losses, parameters)
+    backward(losses, parameters, scaler)
     for group in optimizer.param_groups:
         group["lr"] = train_cfg.lr * warmup_factor(step, train_cfg)
     if train_cfg.grad_clip is not None:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(parameters[RUN_LOSS], train_cfg.grad_clip)
-    optimizer.step()
-    for own in own_optimizers.values():
-        own.step()
+    for each in (optimizer, *own_optimizers.values()):
+        if scaler is None:
+            each.step()
+        else:
+            scaler.step(each)
+    if scaler is not None:
+        scaler.update()
+
+
+AUTOCAST_DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
+
+
+def check_precision(method: Method, train_cfg: DictConfig, device: torch.device) -> Precision:
+    """The precision the run trains in: ``train.precision`` on CUDA (autocast; the places the
+    authors keep in fp32 stay so), fp32 on other devices, with a note when that differs."""
+    precision = Precision(train_cfg.precision)
+    if precision is Precision.fp16 and method.steps_itself:
+        raise BenchError(
+            f"train.precision=fp16 scales the loop's losses, and {method.config.name} runs its "
+            "own backward passes; use train.precision=bf16 or fp32"
+        )
+    if precision is not Precision.fp32 and device.type != "cuda":
+        tqdm.write(
+            f"note: train.precision={precision.value} applies on CUDA; training on "
+            f"{device.type} in fp32",
+            file=sys.stderr,
+        )
+        return Precision.fp32
+    return precision
+
+
+@contextmanager
+def numerics(train_cfg: DictConfig, device: torch.device) -> Iterator[dict[str, Any]]:
+    """The process-wide numerics switches of a run (``train.tf32``, ``train.deterministic``)
+    while it trains and is scored, put back afterwards; yields what environment.json records:
+    these, the precision the run trains in and ``train.compile``."""
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+    )
+    if train_cfg.tf32 is not None:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = train_cfg.tf32
+    if train_cfg.deterministic:
+        # cuBLAS needs a fixed workspace for deterministic products: effective when CUDA has
+        # not been initialised yet in this process (a `bench run` sets it before).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        torch.use_deterministic_algorithms(True)
+    else:  # cuDNN times its kernels once per shape and keeps the fastest
+        torch.backends.cudnn.benchmark = device.type == "cuda"
+    precision = Precision(train_cfg.precision)
+    trains_in = precision if device.type == "cuda" else Precision.fp32
+    try:
+        yield {
+            "precision": trains_in.value,
+            "precision_setting": precision.value,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "deterministic": bool(train_cfg.deterministic),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "compile": bool(train_cfg.compile),
+        }
+    finally:
+        (
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+            deterministic,
+        ) = saved
+        torch.use_deterministic_algorithms(deterministic)
+
+
+@contextmanager
+def compiled(method: Method, enabled: bool) -> Iterator[None]:
+    """``train.compile``: while training, each of the method's trainable submodules (the
+    denoiser, the encoder) runs through ``torch.compile``, in place (its weights and
+    state-dict keys unchanged); frozen stages run as they are. Static shapes: the training
+    batches all have one (dynamic shapes trip inductor here). Evaluation and pictures run
+    eagerly afterwards: each of their batch shapes would be compiled anew."""
+    children = [
+        child
+        for child in method.children()
+        if enabled and any(p.requires_grad for p in child.parameters())
+    ]
+    for child in children:
+        child.compile(dynamic=False)
+    try:
+        yield
+    finally:
+        for child in children:
+            child._compiled_call_impl = None  # what nn.Module.compile set: back to eager
 
 
 def open_tensorboard(record: RunRecord) -> Any:
@@ -342,31 +469,50 @@ def train(
 ) -> None:
     """Train ``method`` for ``cfg.train.steps`` steps, resuming from the record's checkpoint.
     ``on_step(step)`` runs after every step, before its checkpoint (the runner's metric
-    curves), so that a resumed run redoes nothing and misses nothing."""
+    curves), so that a resumed run redoes nothing and misses nothing.
+
+    Nothing is read back from the device between log steps: the losses' finiteness is
+    checked on the device and read once per log window, and before a checkpoint."""
     train_cfg = cfg.train
     device = select_device(train_cfg.device)
     method.to(device).train()
     check_steps(method, train_cfg.steps)
+    precision = check_precision(method, train_cfg, device)
     optimizer, own_optimizers, parameters = build_optimizers(method, train_cfg)
     ema, averaged = run_ema(method, train_cfg)
+    # fp16 scales the losses so that small gradients survive; bf16 has fp32's range.
+    scaler = torch.amp.GradScaler(device.type) if precision is Precision.fp16 else None
     noise = torch.Generator(device).manual_seed(cfg.seed)  # the method's random draws
     data_order = DataOrder(len(dataset), train_cfg.batch_size, cfg.seed)
     labeled = method.labeled_factors()
     columns = label_columns(dataset, labeled) if labeled else None
     source = TorchImages(dataset, cfg.data.device)
-    use_amp = train_cfg.amp and device.type == "cuda"
+    autocast_dtype = AUTOCAST_DTYPES.get(precision)
     tensorboard = open_tensorboard(record) if train_cfg.tensorboard else None
 
     step = 0
     checkpoint = newest_usable(record.checkpoints_dir)
     if checkpoint is not None:
-        step = load_checkpoint(checkpoint, method, optimizer, ema, noise, own_optimizers)
+        step, notes = load_checkpoint(
+            checkpoint, method, optimizer, ema, noise, own_optimizers, device, cfg.seed, scaler
+        )
         record.truncate_log(step)
         tqdm.write(f"resuming {record.path} from step {step}", file=sys.stderr)
+        for note in notes:
+            tqdm.write(f"note: {note}", file=sys.stderr)
+            record.append_log({"step": step, "event": "resumed", "note": note})
     else:  # draws from torch's global generator (dropout) start from the seed, whether or
         torch.manual_seed(cfg.seed)  # not this process trained the run's stages first
 
-    last_finite, window_start, window_images = None, time.perf_counter(), 0
+    # Whether every loss of the current log window was finite: a device tensor, read at
+    # log and checkpoint steps only.
+    finite, window_first, last_finite = torch.ones((), dtype=torch.bool, device=device), step, None
+    window_start, window_images = time.perf_counter(), 0
+
+    def check_finite(loss: torch.Tensor) -> None:
+        if not finite.item():
+            raise NonFiniteLoss(step, loss.item(), last_finite, window_first + 1)
+
     bar = Progress(
         train_cfg.steps,
         f"training {cfg.method.name} (seed {cfg.seed})",
@@ -374,47 +520,54 @@ def train(
         enabled=train_cfg.progress,
         every_s=train_cfg.progress_every_s,
     )
-    with stop_signals() as stop, bar:
+    with stop_signals() as stop, bar, compiled(method, train_cfg.compile):
         while step < train_cfg.steps:
             rows = data_order.batch(step)
             images = source.batch(rows, device)
             # Labels only for a method that names labelled factors: unsupervised ones never
             # see any.
             labels = () if columns is None else (batch_labels(dataset, rows, columns, device),)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            with torch.autocast(
+                device.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
+            ):
                 if optimizer is None:  # the method steps its own optimizers
                     loss, logs = method.train_step(images, noise, step, own_optimizers, *labels)
                 else:
                     loss, logs = method.training_loss(images, noise, *labels)
             losses = loss if isinstance(loss, dict) else {RUN_LOSS: loss}
-            values = {name: part.item() for name, part in losses.items()}
-            for part_value in values.values():
-                if not math.isfinite(part_value):
-                    raise NonFiniteLoss(step + 1, part_value, last_finite)
-            value = last_finite = values[RUN_LOSS]
+            for part in losses.values():
+                finite &= torch.isfinite(part.detach())
             if optimizer is not None:
                 logs = {**logs, **{f"{n}_loss": losses[n].detach() for n in own_optimizers}}
-                step_optimizers(losses, parameters, optimizer, own_optimizers, step, train_cfg)
+                step_optimizers(
+                    losses, parameters, optimizer, own_optimizers, step, train_cfg, scaler
+                )
             if ema is not None:
                 ema.step(averaged)
             step += 1
             window_images += len(images)
             epoch = step * train_cfg.batch_size // len(dataset)
-            method.after_step(
-                TrainingProgress(
-                    step=step,
-                    epoch=epoch,
-                    epoch_ended=epoch > (step - 1) * train_cfg.batch_size // len(dataset),
-                    images=lambda rows: source.batch(rows, device),
-                    num_images=len(dataset),
-                    seed=cfg.seed,
-                    total_steps=train_cfg.steps,
-                )
+            progress = TrainingProgress(
+                step=step,
+                epoch=epoch,
+                epoch_ended=epoch > (step - 1) * train_cfg.batch_size // len(dataset),
+                images=lambda rows: source.batch(rows, device),
+                num_images=len(dataset),
+                seed=cfg.seed,
+                total_steps=train_cfg.steps,
             )
+            try:
+                method.after_step(progress)
+            except Exception:  # a refit on diverged weights: say that the loss diverged
+                check_finite(losses[RUN_LOSS])
+                raise
 
+            due = step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                check_finite(losses[RUN_LOSS])
                 rate = window_images / (time.perf_counter() - window_start)
-                entry = {"step": step, "loss": value, **{k: v.item() for k, v in logs.items()}}
+                entry = {"step": step, **read_values({"loss": losses[RUN_LOSS], **logs})}
+                last_finite = entry["loss"]
                 entry.update(method.log_values())
                 record.append_log({**entry, "images_per_s": round(rate, 1), "time": time.time()})
                 if tensorboard is not None:
@@ -422,16 +575,18 @@ def train(
                         if key != "step":
                             tensorboard.add_scalar(f"train/{key}", scalar, step)
                 extra = {k: f"{entry[k]:.3g}" for k in ("dyga_lambda",) if k in entry}
-                bar.set_postfix(loss=f"{value:.4g}", img_s=f"{rate:.0f}", **extra)
-                window_start, window_images = time.perf_counter(), 0
+                bar.set_postfix(loss=f"{entry['loss']:.4g}", img_s=f"{rate:.0f}", **extra)
+                window_start, window_images, window_first = time.perf_counter(), 0, step
             bar.update(1)
             if on_step is not None:
                 on_step(step)
 
-            due = step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps
             if due or stop["signum"] is not None:
+                check_finite(losses[RUN_LOSS])  # a diverged model is never checkpointed
                 keep = train_cfg.keep_checkpoints
-                save_checkpoint(record, step, method, optimizer, ema, noise, keep, own_optimizers)
+                save_checkpoint(
+                    record, step, method, optimizer, ema, noise, keep, own_optimizers, scaler
+                )
             if stop["signum"] is not None:
                 raise Preempted(step, stop["signum"])
 
@@ -440,6 +595,17 @@ def train(
     if ema is not None:  # the averaged weights are kept (and scored, if the EMA covers them)
         ema.copy_to(averaged)
     method.eval()
+
+
+def read_values(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar tensors as floats, in one read from the device."""
+    if not values:
+        return {}
+    stacked = torch.stack([v.detach().double().reshape(()) for v in values.values()])
+    return {
+        name: number if value.is_floating_point() else int(number)  # a stage number stays int
+        for (name, value), number in zip(values.items(), stacked.tolist(), strict=True)
+    }
 
 
 def save_checkpoint(
@@ -451,6 +617,7 @@ def save_checkpoint(
     noise: torch.Generator,
     keep: int = 2,
     own_optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     checkpoint = {
         "step": step,
@@ -458,9 +625,11 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "own_optimizers": {n: o.state_dict() for n, o in (own_optimizers or {}).items()},
         "ema": ema.state_dict() if ema is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": {
             **global_rng_state(),
             "noise": noise.get_state(),
+            "noise_device": noise.device.type,
         },
     }
     save_checkpoint_file(record.checkpoints_dir, step, checkpoint, keep)
@@ -473,17 +642,41 @@ def load_checkpoint(
     ema: EMAModel | None,
     noise: torch.Generator,
     own_optimizers: dict[str, torch.optim.Optimizer] | None = None,
-) -> int:
-    """Restore everything ``save_checkpoint`` wrote; returns the step to continue from."""
+    device: torch.device | None = None,
+    seed: int = 0,
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[int, list[str]]:
+    """Restore everything ``save_checkpoint`` wrote, every tensor onto ``device`` (the run's:
+    the file may have been written on another); returns the step to continue from and notes
+    on what could not be restored exactly (random states of another kind or number of
+    devices)."""
     checkpoint = load_checkpoint_file(path)
-    method.load_state_dict(checkpoint["model"])
-    if optimizer is not None:
+    device = device or next(iter(method.parameters()), torch.empty(0)).device
+    step = int(checkpoint["step"])
+    method.load_state_dict(checkpoint["model"])  # copied into tensors already on the device
+    if optimizer is not None:  # torch moves optimizer state to its parameters' device
         optimizer.load_state_dict(checkpoint["optimizer"])
     for name, own in (own_optimizers or {}).items():
         own.load_state_dict(checkpoint["own_optimizers"][name])
-    if ema is not None:
+    if ema is not None:  # diffusers keeps the shadow weights where torch.load put them
         ema.load_state_dict(checkpoint["ema"])
+        ema.to(device)
+    if scaler is not None and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
     rng = checkpoint["rng"]
-    set_global_rng_state(rng)
-    noise.set_state(rng["noise"])
-    return int(checkpoint["step"])
+    notes = set_global_rng_state(rng, device)
+    try:
+        noise.set_state(rng["noise"])
+    except RuntimeError:  # a generator of another kind of device: a state of another size
+        saved = rng.get("noise_device", "another kind of device")
+        noise.manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
+        notes.append(
+            f"the method's generator was saved on {saved} and this run trains on "
+            f"{device.type}: it is re-seeded from (seed, step)"
+        )
+    if notes:
+        notes = [
+            f"{'; '.join(notes)}; the resumed run is no longer bit-identical to an "
+            "uninterrupted one"
+        ]
+    return step, notes

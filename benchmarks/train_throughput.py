@@ -98,6 +98,7 @@ def time_training(
         anchoring.anchor_covariances.copy_(mixtures.covariances)
         anchoring.anchor_log_weights.copy_(mixtures.log_weights)
         anchoring.anchor_refits += 1
+        anchoring.read_anchor_state()
     if compiled:  # static shapes: every step has the same batch
         for child in model.children():
             child.compile(dynamic=False)

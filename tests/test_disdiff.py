@@ -37,7 +37,7 @@ def small_disdiff(**settings) -> DisDiff:
     with torch.no_grad():
         for parameter in model.ldm.unet.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
-    model.ldm.latent_scale.fill_(0.7)
+    model.ldm.set_latent_scale(0.7)
     return model.train()
 
 

@@ -343,7 +343,7 @@ def test_weights_saved_before_the_anchoring_component_still_load():
 
 def test_generation_for_fid_is_ddim_from_seeded_noise_conditioned_on_the_images():
     model = small_dyga().eval()
-    model.latent_scale.fill_(1.0)  # measured on the first training batch; untrained here
+    model.set_latent_scale(1.0)  # measured on the first training batch; untrained here
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # zero-initialised output layers would ignore the condition
         for parameter in model.parameters():

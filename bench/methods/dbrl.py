@@ -218,8 +218,11 @@ class DBRL(Method):
     def sample(
         self, codes: torch.Tensor, noise: torch.Tensor, seed: int, steps: int | None = None
     ) -> torch.Tensor:
-        """Images in [0, 1] from ``noise`` with every step conditioned on ``codes``."""
-        generator = torch.Generator(noise.device).manual_seed(seed)
+        """Images in [0, 1] from ``noise`` with every step conditioned on ``codes``. The
+        corrector's and predictor's noise comes from a CPU generator, as the other samplers'
+        does: diffusers' ScoreSdeVeScheduler draws on the CPU and refuses a CUDA generator,
+        and the numbers stay the same on every device."""
+        generator = torch.Generator().manual_seed(seed)
         images = self.sde.sample(
             lambda x, sigma: self.score_net(x, sigma, codes),
             noise,

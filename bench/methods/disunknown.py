@@ -202,9 +202,10 @@ def kl_to(target: tuple[torch.Tensor, torch.Tensor], q: tuple[torch.Tensor, torc
     return (ratio * 0.5 - 0.5 + q_std.log() - p_std.log()).sum(1).mean()
 
 
-def roll(t: torch.Tensor, k: int) -> torch.Tensor:
-    """The batch rotated by k: row i gets row i + k (the authors' label shuffling)."""
-    return torch.cat((t[k:], t[:k]))
+def roll(t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The batch rotated by k (a device scalar, never read back): row i gets row i + k (the
+    authors' label shuffling)."""
+    return t[(torch.arange(len(t), device=t.device) + k) % len(t)]
 
 
 class DisUnknown(Method):
@@ -458,11 +459,11 @@ class DisUnknown(Method):
         ]
         return [k for k, _ in pairs], [code for _, code in pairs]
 
-    def _offsets(self, batch: int, generator: torch.Generator) -> list[int]:
+    def _offsets(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         """Per labelled factor, a rotation 1 ≤ k < B of the batch: the "other image" whose
         label a cross image takes."""
         k = len(self.config.labeled)
-        return torch.randint(1, batch, (k,), generator=generator, device=generator.device).tolist()
+        return torch.randint(1, batch, (k,), generator=generator, device=generator.device)
 
     def _stage1(
         self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator

@@ -258,20 +258,16 @@ def random_shift(images: list[torch.Tensor], generator: torch.Generator) -> list
     border = size // 4
     n = images[0].shape[0]
     device = images[0].device
-    shifts = sum(
-        torch.randint(border, (2, 2, n), generator=generator, device=device).unbind(0)
-    ).tolist()  # (dy, dx) per sample
+    dy, dx = sum(torch.randint(border, (2, 2, n), generator=generator, device=device).unbind(0))
+    # Gathered on the device (no shift is read back to the host): sample k's window starts
+    # at (dy[k], dx[k]) of its padded image.
+    rows = (dy[:, None] + torch.arange(size, device=device))[:, :, None]  # (n, H, 1)
     out = []
     for x in images:
-        padded = F.pad(x, (border,) * 4)
-        out.append(
-            torch.stack(
-                [
-                    padded[k, :, dy : dy + size, dx : dx + x.shape[3]]
-                    for k, (dy, dx) in enumerate(zip(*shifts, strict=True))
-                ]
-            )
-        )
+        cols = (dx[:, None] + torch.arange(x.shape[3], device=device))[:, None, :]  # (n, 1, W)
+        padded = F.pad(x, (border,) * 4).permute(0, 2, 3, 1)  # (n, H', W', C)
+        batch = torch.arange(n, device=device)[:, None, None]
+        out.append(padded[batch, rows, cols].permute(0, 3, 1, 2))
     return out
 
 

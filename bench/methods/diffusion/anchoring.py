@@ -41,6 +41,7 @@ from bench.methods.diffusion.gmm import (
     SplitPruneSchedule,
     fit_split_prune,
     joint_log_probs,
+    used_slots,
 )
 
 
@@ -87,6 +88,23 @@ class GaussianAnchoring(nn.Module):
         self.register_buffer("lambda_window", torch.zeros(3, dtype=torch.float64))
         self.register_buffer("lambda_totals", torch.zeros(3, dtype=torch.float64))
         self.told_inert = False
+        # Host copies of what every forward pass branches on, so that a training step reads
+        # nothing back from the device: set at each refit and whenever weights are loaded.
+        self.refits, self.slots = 0, []
+
+    def read_anchor_state(self, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Refresh the host copies of the refit count and the used component slots, from
+        the buffers or from the ``state`` they are being loaded from."""
+        refits = self.anchor_refits if state is None else state["anchor_refits"]
+        log_weights = self.anchor_log_weights if state is None else state["anchor_log_weights"]
+        self.refits = int(refits)
+        self.slots = used_slots(Mixtures(self.anchor_means, self.anchor_covariances, log_weights))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        names = ("anchor_refits", "anchor_log_weights")
+        if all(f"{prefix}{name}" in state_dict for name in names):
+            self.read_anchor_state({name: state_dict[f"{prefix}{name}"] for name in names})
 
     @property
     def anchors(self) -> Mixtures:
@@ -107,7 +125,7 @@ class GaussianAnchoring(nn.Module):
             return tokens
         if dyga.mixing == Mixing.annealed:
             return self.annealed_condition(tokens, generator)
-        if int(self.anchor_refits) == 0:
+        if self.refits == 0:
             return tokens  # before the first refit, the authors train without anchors
         anchors = self.nearest_anchors(tokens)
         mixing = self.mixing_weight(tokens, anchors)
@@ -122,12 +140,13 @@ class GaussianAnchoring(nn.Module):
         run's generator) and its noiseless limit, the most likely component, in evaluation; at
         such a τ it carries no gradient, so it is computed without one."""
         normalised = self.normalise(tokens, over=(0, 2))
-        if int(self.anchor_refits) == 0:
+        if self.refits == 0:
             return normalised
         mixing = (1 - self.progress_fraction).clamp(0, 1)
         self.record_mixing(mixing)
-        with torch.no_grad():
-            log_probs = joint_log_probs(normalised.detach().float().transpose(0, 1), self.anchors)
+        with torch.no_grad(), torch.autocast(tokens.device.type, enabled=False):
+            x = normalised.detach().float().transpose(0, 1)
+            log_probs = joint_log_probs(x, self.anchors, self.slots)
             if self.training and generator is not None:
                 uniform = torch.rand(log_probs.shape, generator=generator, device=generator.device)
                 log_probs = log_probs - torch.log(
@@ -187,8 +206,11 @@ class GaussianAnchoring(nn.Module):
     @torch.no_grad()
     def nearest_anchors(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, D) mean of the component each (batch-normalised) token is assigned to."""
-        normalised = self.normalise(tokens.float(), over=(0, 2)).transpose(0, 1)  # (N, B, D)
-        nearest = joint_log_probs(normalised, self.anchors).argmax(dim=-1)  # (N, B)
+        # In fp32 under autocast too, as the authors' fp32 code: bf16 products flip ~1% of
+        # the hard assignments.
+        with torch.autocast(tokens.device.type, enabled=False):
+            normalised = self.normalise(tokens.float(), over=(0, 2)).transpose(0, 1)  # (N, B, D)
+            nearest = joint_log_probs(normalised, self.anchors, self.slots).argmax(dim=-1)
         index = nearest[..., None].expand(-1, -1, tokens.shape[-1])
         return torch.gather(self.anchor_means, 1, index).transpose(0, 1).to(tokens.dtype)
 
@@ -246,9 +268,10 @@ class GaussianAnchoring(nn.Module):
         self.anchor_covariances.copy_(mixtures.covariances)
         self.anchor_log_weights.copy_(mixtures.log_weights)
         self.anchor_refits += 1
+        self.read_anchor_state()
         sizes = mixtures.num_components.tolist()
         tqdm.write(
-            f"DyGA refit {int(self.anchor_refits)} at step {progress.step} on {len(rows)} "
+            f"DyGA refit {self.refits} at step {progress.step} on {len(rows)} "
             f"images: components per unit {sizes}",
             file=sys.stderr,
         )

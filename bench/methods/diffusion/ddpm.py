@@ -71,7 +71,7 @@ class DDPMStageConfig:
             "ema_decay": self.ema_decay,
             "ema_modules": ["unet"],
             "ema_warmup": False,
-            "amp": False,
+            "precision": "fp32",
         }
         return Stage(name, "ddpm_pixel", asdict(self.model), train, self.seed)
 

@@ -45,9 +45,18 @@ class Mixtures:
         return self.active.sum(dim=1)
 
 
-def joint_log_probs(x: torch.Tensor, mixtures: Mixtures) -> torch.Tensor:
+def used_slots(mixtures: Mixtures) -> list[int]:
+    """The component slots that some mixture of the batch uses (a read from the device)."""
+    return torch.nonzero(mixtures.active.any(dim=0)).flatten().tolist()
+
+
+def joint_log_probs(
+    x: torch.Tensor, mixtures: Mixtures, slots: list[int] | None = None
+) -> torch.Tensor:
     """log π_k + log N(x_n; μ_k, Σ_k + 1e-6·I): (B, N, K); −inf for unused components and
-    for those whose covariance is not positive definite."""
+    for those whose covariance is not positive definite. ``slots``: ``used_slots(mixtures)``
+    when the caller already knows it (the anchoring, on every training step, without reading
+    the device)."""
     _, num_components, dim = mixtures.means.shape
     eye = torch.eye(dim, dtype=x.dtype, device=x.device)
     chol, info = torch.linalg.cholesky_ex(mixtures.covariances + REGULARISATION * eye)
@@ -59,7 +68,7 @@ def joint_log_probs(x: torch.Tensor, mixtures: Mixtures) -> torch.Tensor:
     whitening = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False)
     # One component at a time, so that memory stays (B, N, D); slots no set uses are skipped.
     mahalanobis = x.new_full((*x.shape[:2], num_components), math.inf)
-    for k in torch.nonzero(mixtures.active.any(dim=0)).flatten().tolist():
+    for k in used_slots(mixtures) if slots is None else slots:
         whitened = torch.matmul(x, whitening[:, k].transpose(1, 2))
         shift = torch.matmul(mixtures.means[:, k, None, :], whitening[:, k].transpose(1, 2))
         mahalanobis[..., k] = (whitened - shift).square().sum(dim=-1)

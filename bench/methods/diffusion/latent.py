@@ -69,6 +69,8 @@ class LatentDiffusionBase(Method):
             config.timesteps, "scaled_linear", config.beta_start, config.beta_end
         )
         self.register_buffer("latent_scale", torch.zeros(()))  # 0: not measured yet
+        # Whether it is measured, on the host: each training step asks, without a device read.
+        self.scale_measured = False
 
     # -- stages -------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
@@ -102,9 +104,21 @@ class LatentDiffusionBase(Method):
         diffusion targets, so bf16 rounding here would be noise the model must learn."""
         with torch.autocast(images.device.type, enabled=False):
             latents = self.first_stage.encode(images.float() * 2 - 1).latents
-            if self.latent_scale == 0:  # LDM's scale_by_std, from the first training batch
-                self.latent_scale.fill_(1.0 / latents.std())
+            if not self.scale_measured:  # LDM's scale_by_std, from the first training batch
+                self.latent_scale.copy_(1.0 / latents.std())
+                self.scale_measured = True
             return latents * self.latent_scale
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        saved = state_dict.get(f"{prefix}latent_scale")  # read where it was loaded from
+        if saved is not None:
+            self.scale_measured = bool(saved != 0)
+
+    def set_latent_scale(self, value: float) -> None:
+        """Fix the latent scale by hand (tests, imported weights) instead of measuring it."""
+        self.latent_scale.fill_(value)
+        self.scale_measured = value != 0
 
     def decode_latents(self, latents: torch.Tensor, quantize: bool = True) -> torch.Tensor:
         """Scaled latents back to images in [−1, 1] (not clamped). ``quantize=False`` is LDM's

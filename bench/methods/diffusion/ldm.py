@@ -62,7 +62,7 @@ class LDMStageConfig:
             "warmup_steps": self.warmup_steps,
             "warmup_start": self.warmup_start,
             "ema_decay": self.ema_decay,
-            "amp": False,  # the authors train in float32
+            "precision": "fp32",  # the authors train in float32
         }
         return Stage(name, "ldm", asdict(self.model), train, self.seed)
 

@@ -1,0 +1,175 @@
+"""GPU behaviour by simulation: a checkpoint restored onto another device, a faked GPU count,
+host reads counted per step. None of these needs a GPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import bench.datasets
+from bench.checkpoints import load_checkpoint_file, newest_usable, save_checkpoint_file
+from bench.config import resolve_config
+from bench.methods import METHODS
+from bench.rng import set_global_rng_state
+from bench.runner import build_method, stage_config
+from bench.store import RunRecord
+from bench.train import build_optimizers, load_checkpoint, run_ema, save_checkpoint, train
+from tests.grid_data import FactorGrid
+from tests.test_train import Quadratic, QuadraticConfig, quadratic_cfg
+
+DATASET = "shapes3d-procedural"
+META = torch.device("meta")
+
+
+def with_untrained_stages(model, cfg, data):
+    """``model`` with every stage it declares attached, untrained (a stage's weights do not
+    change where a checkpoint puts them)."""
+    for stage in model.stages():
+        part = build_method(stage_config(stage, cfg), data)
+        with_untrained_stages(part, cfg, data)
+        model.attach_stage(stage.name, part.requires_grad_(False).eval())
+    return model
+
+
+def training_state(name: str, device: torch.device):
+    """A method of the ci preset on ``device`` with the loop's optimizers and EMA."""
+    cfg = resolve_config(name, DATASET, "ci")
+    data = bench.datasets.load(DATASET)
+    model = with_untrained_stages(build_method(cfg, data), cfg, data).to(device)
+    optimizer, own, _ = build_optimizers(model, cfg.train)
+    ema, averaged = run_ema(model, cfg.train)
+    return model, optimizer, own, ema, averaged
+
+
+def optimizers_of(optimizer, own):
+    return [o for o in (optimizer, *own.values()) if o is not None]
+
+
+def stateful(name: str) -> bool:
+    cfg = resolve_config(name, DATASET, "ci")
+    method_cls = METHODS.get(name)
+    return cfg.train.ema_decay is not None or method_cls.steps_itself or name == "factor_vae"
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if stateful(n)])
+def test_a_checkpoint_restores_every_tensor_onto_the_runs_device(name, tmp_path):
+    # Written on the CPU (as torch.load hands every checkpoint back), resumed on another
+    # device: "meta" stands in for CUDA.
+    model, optimizer, own, ema, averaged = training_state(name, torch.device("cpu"))
+    for each in optimizers_of(optimizer, own):  # a step, so that every optimizer has state
+        for group in each.param_groups:
+            for parameter in group["params"]:
+                parameter.grad = torch.zeros_like(parameter)
+        each.step()
+    if ema is not None:
+        ema.step(averaged)
+    noise = torch.Generator().manual_seed(0)
+    save_checkpoint(RunRecord(tmp_path), 1, model, optimizer, ema, noise, 1, own)
+
+    model, optimizer, own, ema, _ = training_state(name, META)
+    with warnings.catch_warnings():  # copying into meta tensors is a no-op, as it should be
+        warnings.simplefilter("ignore", UserWarning)
+        step, _ = load_checkpoint(
+            newest_usable(RunRecord(tmp_path).checkpoints_dir),
+            model,
+            optimizer,
+            ema,
+            noise,
+            own,
+            META,
+        )
+    assert step == 1
+    elsewhere = [k for k, t in model.state_dict().items() if t.device != META]
+    if ema is not None:
+        elsewhere += [f"ema[{i}]" for i, t in enumerate(ema.shadow_params) if t.device != META]
+    for each in optimizers_of(optimizer, own):
+        assert each.state, "the optimizer state was restored"
+        for state in each.state.values():
+            # torch keeps Adam's step counters on the host by design (unless capturable)
+            elsewhere += [k for k, t in state.items() if k != "step" and t.device != META]
+    assert not elsewhere, f"left off the run's device: {elsewhere[:5]}"
+
+
+@pytest.fixture
+def one_visible_gpu(monkeypatch):
+    """torch sees one CUDA device; setting the state of a second raises, as on a real one."""
+    calls = []
+
+    def set_rng_state(state, device=0):
+        if device >= 1:
+            raise RuntimeError(f"CUDA error: invalid device ordinal {device}")
+        calls.append(device)
+
+    for module in (torch.cuda, torch.cuda.random):
+        monkeypatch.setattr(module, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    one_state = [torch.zeros(16, dtype=torch.uint8)]
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: one_state)
+    return calls
+
+
+def test_random_states_of_two_gpus_restore_on_one_with_a_note(one_visible_gpu):
+    from bench.rng import global_rng_state
+
+    state = {**global_rng_state(), "cuda": [torch.zeros(16, dtype=torch.uint8)] * 2}
+    notes = set_global_rng_state(state, torch.device("cuda"))
+    assert one_visible_gpu == [0]
+    assert len(notes) == 1 and "saved for 2 device(s) and 1 are visible" in notes[0]
+
+
+def test_a_run_saved_on_two_gpus_resumes_on_fewer_with_one_line(tmp_path, one_visible_gpu, capsys):
+    data = FactorGrid((4, 4))
+    cfg = quadratic_cfg(steps=4, batch_size=2, checkpoint_every=2, device="cpu")
+    record = RunRecord(tmp_path)
+    train(Quadratic(QuadraticConfig(), data.image_shape), data, cfg, record)
+    # As if written by a CUDA run with two GPUs visible: two CUDA states, a CUDA generator's.
+    path = newest_usable(record.checkpoints_dir)
+    checkpoint = load_checkpoint_file(path)
+    checkpoint["rng"].update(
+        cuda=[torch.zeros(16, dtype=torch.uint8)] * 2,
+        noise=torch.zeros(16, dtype=torch.uint8),
+        noise_device="cuda",
+    )
+    save_checkpoint_file(record.checkpoints_dir, 4, checkpoint, keep=2)
+    capsys.readouterr()
+
+    longer = quadratic_cfg(steps=6, batch_size=2, checkpoint_every=2, device="cpu")
+    train(Quadratic(QuadraticConfig(), data.image_shape), data, longer, record)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "no longer bit-identical" in notes[0]
+    assert "2 device(s) and 1 are visible" in notes[0] and "re-seeded" in notes[0]
+    assert [e["step"] for e in record.read_log() if "loss" in e][-1] == 6
+    assert [e for e in record.read_log() if e.get("event") == "resumed"]
+
+
+def test_dbrl_hands_its_sampler_a_cpu_generator(monkeypatch):
+    # diffusers' ScoreSdeVeScheduler draws on the CPU and refuses a CUDA generator.
+    cfg = resolve_config("dbrl", DATASET, "ci")
+    model = build_method(cfg, bench.datasets.load(DATASET)).eval()
+    handed = []
+    monkeypatch.setattr(model.sde, "sample", lambda *args: handed.append(args[4]) or args[1])
+    noise = torch.zeros(2, 3, 64, 64, device=META)  # on a device that is not the CPU
+    model.sample(torch.zeros(2, model.representation_dim, device=META), noise, seed=3)
+    (generator,) = handed
+    assert generator.device.type == "cpu"
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(3).get_state())
+
+
+def host_syncs():
+    path = Path(__file__).parents[1] / "benchmarks" / "host_syncs.py"
+    spec = importlib.util.spec_from_file_location("host_syncs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["beta_vae", "factor_vae", "disunknown", "dyga_sd"])
+def test_no_host_read_between_log_steps(name, tmp_path):
+    row = host_syncs().measure(name, tmp_path)
+    assert row["steps"] == host_syncs().STEPS
+    assert row["reads_per_other_step"] == 0, row["where_between_log_steps"]
