@@ -60,8 +60,9 @@ class DatasetConfig:
 
 @dataclass
 class DataConfig:
-    # null: read or render each batch on the CPU; a device ("cuda", "cpu"): keep every image
-    # of the dataset there as uint8 and gather batches in place.
+    # null: on a CUDA training device, keep every image there as uint8 when the dataset
+    # takes at most a quarter of its free memory, else read or render each batch on the CPU
+    # (copied from page-locked memory); a device ("cuda", "cpu"): keep every image there.
     device: Optional[str] = None
 
 

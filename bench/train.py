@@ -36,7 +36,7 @@ from tqdm import tqdm
 from bench.checkpoints import load_checkpoint_file, newest_usable, save_checkpoint_file
 from bench.config import Precision
 from bench.datasets import GroundTruthData
-from bench.datasets.torch_view import TorchImages
+from bench.datasets.torch_view import TorchImages, resident_device
 from bench.methods.base import Method, TrainingProgress
 from bench.progress import Progress
 from bench.registry import BenchError
@@ -90,6 +90,8 @@ def select_device(name: str, setting: str = "train.device") -> torch.device:
             )
         if device.index is not None and device.index >= count:
             raise BenchError(f"{setting}={name} but this machine has {count} CUDA device(s)")
+        if device.index is not None:  # "cuda" then means this GPU everywhere (FID, pictures)
+            torch.cuda.set_device(device)
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise BenchError(f"{setting}=mps but MPS is not available here; use {setting}=auto or cpu")
     return device
@@ -486,7 +488,7 @@ def train(
     data_order = DataOrder(len(dataset), train_cfg.batch_size, cfg.seed)
     labeled = method.labeled_factors()
     columns = label_columns(dataset, labeled) if labeled else None
-    source = TorchImages(dataset, cfg.data.device)
+    source = TorchImages(dataset, cfg.data.device or resident_device(dataset, device))
     autocast_dtype = AUTOCAST_DTYPES.get(precision)
     tensorboard = open_tensorboard(record) if train_cfg.tensorboard else None
 
@@ -507,7 +509,7 @@ def train(
     # Whether every loss of the current log window was finite: a device tensor, read at
     # log and checkpoint steps only.
     finite, window_first, last_finite = torch.ones((), dtype=torch.bool, device=device), step, None
-    window_start, window_images = time.perf_counter(), 0
+    window_start, window_images, window_wait = time.perf_counter(), 0, 0.0
 
     def check_finite(loss: torch.Tensor) -> None:
         if not finite.item():
@@ -522,8 +524,10 @@ def train(
     )
     with stop_signals() as stop, bar, compiled(method, train_cfg.compile):
         while step < train_cfg.steps:
+            waited = time.perf_counter()
             rows = data_order.batch(step)
             images = source.batch(rows, device)
+            window_wait += time.perf_counter() - waited
             # Labels only for a method that names labelled factors: unsupervised ones never
             # see any.
             labels = () if columns is None else (batch_labels(dataset, rows, columns, device),)
@@ -569,7 +573,8 @@ def train(
                 entry = {"step": step, **read_values({"loss": losses[RUN_LOSS], **logs})}
                 last_finite = entry["loss"]
                 entry.update(method.log_values())
-                record.append_log({**entry, "images_per_s": round(rate, 1), "time": time.time()})
+                timing = {"images_per_s": round(rate, 1), "data_wait_s": round(window_wait, 4)}
+                record.append_log({**entry, **timing, "time": time.time()})
                 if tensorboard is not None:
                     for key, scalar in entry.items():
                         if key != "step":
@@ -577,6 +582,7 @@ def train(
                 extra = {k: f"{entry[k]:.3g}" for k in ("dyga_lambda",) if k in entry}
                 bar.set_postfix(loss=f"{entry['loss']:.4g}", img_s=f"{rate:.0f}", **extra)
                 window_start, window_images, window_first = time.perf_counter(), 0, step
+                window_wait = 0.0
             bar.update(1)
             if on_step is not None:
                 on_step(step)

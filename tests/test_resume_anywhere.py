@@ -4,9 +4,11 @@ host reads counted per step. None of these needs a GPU."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -173,3 +175,73 @@ def test_no_host_read_between_log_steps(name, tmp_path):
     row = host_syncs().measure(name, tmp_path)
     assert row["steps"] == host_syncs().STEPS
     assert row["reads_per_other_step"] == 0, row["where_between_log_steps"]
+
+
+def test_cuda_n_becomes_the_current_gpu(monkeypatch):
+    # So that code saying "cuda" (FID's network, diffusers' defaults) uses the run's GPU.
+    from bench.train import select_device
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert select_device("cuda:3") == torch.device("cuda", 3)
+    assert chosen == [torch.device("cuda", 3)]
+
+
+def test_fp16_loss_scaling_steps_as_fp32_would(tmp_path):
+    # A power-of-two scale is exact: scaled, unscaled before clipping, the step is the same.
+    from bench.train import RUN_LOSS, step_optimizers
+
+    cfg = quadratic_cfg(grad_clip=0.01, lr=0.1)
+    results = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**10)):
+        weight = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+        optimizer = torch.optim.Adam([weight], lr=0.1)
+        for step in range(3):
+            loss = (weight**2).sum() * (step + 1)
+            step_optimizers(
+                {RUN_LOSS: loss}, {RUN_LOSS: [weight]}, optimizer, {}, step, cfg.train, scaler
+            )
+        results.append(weight.detach().clone())
+    assert torch.equal(*results)
+    assert not torch.equal(results[0], torch.tensor([1.0, -2.0, 3.0]))
+
+
+def test_compile_and_the_numerics_switches_are_recorded_and_put_back(tmp_path):
+    from bench.runner import run
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.allow_tf32)
+    overrides = [
+        "train.steps=2",
+        "train.progress=false",
+        "eval.metrics=[]",
+        "train.compile=true",
+        "train.deterministic=true",
+        "train.tf32=false",
+        "train.precision=bf16",
+    ]
+    record = run("beta_vae", "dsprites-procedural", "smoke", overrides, out=tmp_path)
+    numerics = json.loads(record.environment_file.read_text())["numerics"]
+    assert numerics == {
+        "precision": "fp32",  # bf16 applies on CUDA; the CPU trains in fp32, and says so
+        "precision_setting": "bf16",
+        "tf32_matmul": False,
+        "tf32_cudnn": False,
+        "deterministic": True,
+        "cudnn_benchmark": False,
+        "compile": True,
+    }
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.allow_tf32) == before
+
+
+def test_on_cuda_a_dataset_that_fits_stays_on_the_gpu(monkeypatch):
+    from bench.datasets.torch_view import resident_device
+
+    data = FactorGrid((4, 4))  # 16 images
+    size = 16 * int(np.prod(data.image_shape))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (4 * size, 8 * size))
+    assert resident_device(data, torch.device("cuda", 1)) == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (4 * size - 1, 8 * size))
+    assert resident_device(data, torch.device("cuda", 1)) is None
+    assert resident_device(data, torch.device("cpu")) is None

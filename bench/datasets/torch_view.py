@@ -1,8 +1,9 @@
 """Batches of a dataset's images as float tensors for the training loop.
 
 By default each batch is read (or rendered) on the CPU and copied to the training device.
-With ``resident_device`` set (``data.device=cuda``), the whole uint8 array is copied to that
-device once and batches are gathered there, so training never waits on a loader.
+With ``resident_device`` set (``data.device=cuda``, or by default on CUDA when the dataset
+fits: ``resident_device()``), the whole uint8 array is copied to that device once and
+batches are gathered there, so training never waits on a loader.
 """
 
 from __future__ import annotations
@@ -32,5 +33,19 @@ class TorchImages:
             index = torch.from_numpy(np.asarray(indices)).to(self.resident.device)
             images = self.resident[index].to(device, non_blocking=True)
         else:
-            images = torch.from_numpy(self.dataset.images(indices)).to(device, non_blocking=True)
+            images = torch.from_numpy(self.dataset.images(indices))
+            if device.type == "cuda":  # page-locked, so the copy overlaps the GPU's work
+                images = images.pin_memory()
+            images = images.to(device, non_blocking=True)
         return images.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def resident_device(dataset, device: torch.device) -> str | None:
+    """Where ``data.device: null`` keeps the images: on a CUDA training device when the
+    dataset's uint8 array takes at most a quarter of its free memory, else nowhere (each
+    batch is read on the CPU and copied from page-locked memory)."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    size = len(dataset) * int(np.prod(dataset.image_shape))
+    return str(device) if size <= free // 4 else None
