@@ -135,6 +135,16 @@ def sweep(
         Optional[int],  # noqa: UP045
         typer.Option(help="slurm: runs at once."),
     ] = None,
+    account: Annotated[Optional[str], typer.Option(help="slurm account.")] = None,  # noqa: UP045
+    qos: Annotated[Optional[str], typer.Option(help="slurm quality of service.")] = None,  # noqa: UP045
+    constraint: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="slurm node constraint, e.g. a100."),
+    ] = None,
+    gres: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="slurm generic resources, e.g. gpu:a100:1 (instead of --gpus)."),
+    ] = None,
 ) -> None:
     """Run a sweep (methods × datasets × seeds × variants), skipping complete runs."""
     from bench.sweep import load_sweep, run_local, run_slurm, status_table
@@ -168,6 +178,10 @@ def sweep(
         "cpus_per_task": cpus,
         "mem_gb": mem_gb,
         "array_parallelism": array_parallelism,
+        "account": account,
+        "qos": qos,
+        "constraint": constraint,
+        "gres": gres,
     }
     plan.slurm.update({k: v for k, v in cli_slurm.items() if v is not None})
     kind = executor or plan.executor["kind"]

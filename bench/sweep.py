@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -480,19 +481,23 @@ def slurm_parameters(sweep: Sweep, log=print) -> dict[str, Any]:
 def resolve_device_setting(spec: RunSpec) -> str:
     """ "cuda", "cpu" or "auto": where a run's ``train.device`` sends it, as seen from here
     (auto is cuda when this machine has a GPU)."""
-    cfg = resolve_config(spec.method, spec.dataset, spec.preset, spec.overrides, spec.seed)
-    device = str(cfg.train.device)
+    device = _device_setting(spec.method, spec.dataset, spec.preset, spec.overrides)
     if device == "auto":
         return "cuda" if _visible_gpus() else "auto"
     return "cuda" if device.startswith("cuda") else device
+
+
+@functools.cache
+def _device_setting(method: str, dataset: str, preset: str | None, overrides: tuple) -> str:
+    """``train.device`` of a configuration (every seed of it: resolved once)."""
+    return str(resolve_config(method, dataset, preset, overrides, 0).train.device)
 
 
 def on_gpu(spec: RunSpec) -> RunSpec:
     """``spec`` trained on CUDA: a job given a GPU fails in one line on a node where torch
     sees none, instead of training on its CPU unnoticed (``train.device`` is not part of the
     run's identity)."""
-    cfg = resolve_config(spec.method, spec.dataset, spec.preset, spec.overrides, spec.seed)
-    if cfg.train.device != "auto":
+    if _device_setting(spec.method, spec.dataset, spec.preset, spec.overrides) != "auto":
         return spec
     return dataclasses.replace(spec, overrides=(*spec.overrides, "train.device=cuda"))
 

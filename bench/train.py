@@ -61,10 +61,13 @@ class NonFiniteLoss(Exception):
         self, step: int, value: float, last_finite: float | None, first_step: int | None = None
     ) -> None:
         first_step = step if first_step is None else first_step
-        where = f"at step {step}" if first_step == step else f"in steps {first_step}-{step}"
+        if first_step == step:
+            where, hint = f"at step {step}", ""
+        else:  # the verdict is read once per log window
+            where = f"in steps {first_step}-{step}"
+            hint = "; lower train.log_every to find the first bad step"
         super().__init__(
-            f"loss became {value} {where} (last finite loss logged: {last_finite}); lower "
-            "train.log_every to find the first bad step"
+            f"loss became {value} {where} (last finite loss logged: {last_finite}){hint}"
         )
         self.step, self.value, self.last_finite = step, value, last_finite
         self.first_step = first_step

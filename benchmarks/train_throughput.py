@@ -5,12 +5,16 @@ DBRL, DisUnknown or FactorVAE), and for DyGA+SD the cost of one DyGA refit.
         factor_vae] [--batch-size N] [--steps 3] [--devices cpu,cuda]
 
 For each device (CPU, and CUDA when present), bf16 autocast off/on and ``torch.compile``
-off/on, times full training steps of the method's ``paper`` settings (its optimizer and EMA;
+off/on, times the training loop as a run trains (batches rendered and copied, the step, the
+EMA, a log line each step: ``train()`` itself) on the method's ``paper`` settings (its
+optimizer and EMA;
 DyGA+SD with anchoring active and Skip Dropout; DisDiff with its six decoder passes and the
 disentangling loss; DiTi on its 64-px pixel DDPM; DBRL's NCSN++ and encoder; DisUnknown's
-four stages, each timed on its own, with the labels of its 3D Shapes split; FactorVAE with
-its discriminator's optimizer) on shapes3d-procedural batches, at the method's paper batch
-size unless ``--batch-size`` says otherwise: images/s, seconds per step, peak memory (CUDA:
+four stages, each timed on its own through its own train_step on fixed batches, with the
+labels of its 3D Shapes split; FactorVAE with
+its discriminator's optimizer) on shapes3d-procedural, at the method's paper batch size
+unless ``--batch-size`` says otherwise: images/s, seconds per step (the median over the
+timed steps), the time spent waiting for data, peak memory (CUDA:
 max allocated; CPU: the process's peak RSS so far). The frozen stages are untrained here: a
 step costs the same whatever their weights.
 
@@ -28,6 +32,7 @@ import itertools
 import platform
 import re
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,12 +47,14 @@ from bench.methods import METHODS
 from bench.methods.base import Method
 from bench.methods.diffusion.gmm import fit_split_prune
 from bench.runner import build_method
+from bench.store import RunRecord
 from bench.train import (
     RUN_LOSS,
     build_optimizers,
     label_columns,
     run_ema,
     step_optimizers,
+    train,
 )
 
 REFIT_TOKENS = 48_000
@@ -85,20 +92,73 @@ def sync(device: torch.device) -> None:
 def time_training(
     method: str, device, amp: bool, compiled: bool, batch_size: int, steps: int, first: int = 0
 ) -> dict:
-    """Timed steps ``first + 1 …`` (``first``: the warm-up step's index, which says a staged
-    method's stage)."""
+    """``steps`` timed steps after a warm-up one. A method of fixed stages (``first``: the
+    warm-up step's index, which says the stage) is timed step by step through its own
+    ``train_step``; every other method through the training loop itself, as a run trains:
+    batches rendered and copied, the step, the EMA, a log line per step (each line's
+    ``images_per_s`` and ``data_wait_s``)."""
+    if first or METHODS.get(method).steps_itself:
+        return time_steps(method, device, amp, compiled, batch_size, steps, first)
+    model, cfg = paper_model(method, device)
+    with_anchors(model, device)
+    cfg.train.merge_with(
+        {
+            "steps": 1 + steps,
+            "batch_size": batch_size,
+            "device": str(device),
+            "precision": "bf16" if amp else "fp32",
+            "compile": compiled,
+            "log_every": 1,
+            "checkpoint_every": 10**9,
+            "progress": False,
+        }
+    )
+    data = bench.datasets.load("shapes3d-procedural")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with tempfile.TemporaryDirectory() as folder:
+        record = RunRecord(Path(folder))
+        start = time.perf_counter()
+        train(model, data, cfg, record)
+        total = time.perf_counter() - start
+        lines = [e for e in record.read_log() if "images_per_s" in e]
+    warmup, timed = lines[0], lines[1:]
+    seconds = float(np.median([batch_size / e["images_per_s"] for e in timed]))
+    return {
+        "bf16": amp,
+        "compile": compiled,
+        "batch_size": batch_size,
+        "timed": "the training loop",
+        "step_s": round(seconds, 4),
+        "images_per_s": round(batch_size / seconds, 1),
+        "data_wait_s": round(float(np.median([e["data_wait_s"] for e in timed])), 4),
+        "first_step_s": round(batch_size / warmup["images_per_s"], 2),
+        "loop_s": round(total, 2),
+        "peak_memory_mib": round(peak_memory_mib(device), 1),
+    }
+
+
+def with_anchors(model: Method, device: torch.device) -> None:
+    """DyGA's anchors in place, as after the first epoch: the forward pass does the hard
+    assignment."""
+    if not hasattr(model, "anchoring"):
+        return
+    anchoring = model.anchoring
+    units = synthetic_tokens(model.config.num_units, 2048, model.config.token_dim, device)
+    mixtures = fit_split_prune(units, model.config.dyga, torch.Generator().manual_seed(0))
+    anchoring.anchor_means.copy_(mixtures.means)
+    anchoring.anchor_covariances.copy_(mixtures.covariances)
+    anchoring.anchor_log_weights.copy_(mixtures.log_weights)
+    anchoring.anchor_refits += 1
+    anchoring.read_anchor_state()
+
+
+def time_steps(
+    method: str, device, amp: bool, compiled: bool, batch_size: int, steps: int, first: int = 0
+) -> dict:
+    """Timed steps ``first + 1 …`` of a method that steps itself, on two fixed batches."""
     model, cfg = paper_model(method, device)
     model.train()
-    if hasattr(model, "anchoring"):
-        # Anchors in place, as after the first epoch: the forward pass does the hard assignment.
-        anchoring = model.anchoring
-        units = synthetic_tokens(model.config.num_units, 2048, model.config.token_dim, device)
-        mixtures = fit_split_prune(units, model.config.dyga, torch.Generator().manual_seed(0))
-        anchoring.anchor_means.copy_(mixtures.means)
-        anchoring.anchor_covariances.copy_(mixtures.covariances)
-        anchoring.anchor_log_weights.copy_(mixtures.log_weights)
-        anchoring.anchor_refits += 1
-        anchoring.read_anchor_state()
     if compiled:  # static shapes: every step has the same batch
         for child in model.children():
             child.compile(dynamic=False)
@@ -144,6 +204,7 @@ def time_training(
         "bf16": amp,
         "compile": compiled,
         "batch_size": batch_size,
+        "timed": "steps on fixed batches",
         "step_s": round(seconds, 4),
         "images_per_s": round(batch_size / seconds, 1),
         "first_step_s": round(warmup, 2),
@@ -216,7 +277,7 @@ def main() -> None:
         }
         print(f"{method}, {device_name(device)}, batch {batch_size}")
         header = f"{'stage':>11}{'bf16':>6}{'compile':>8}{'step s':>9}{'img/s':>9}{'first s':>9}"
-        print(f"{header}{'peak MiB':>10}")
+        print(f"{header}{'data s':>8}{'peak MiB':>10}")
         # A staged method (DisUnknown) is timed in each stage: from its first step on.
         for (stage, first), amp, compiled in itertools.product(
             stage_starts(method).items(),
@@ -238,7 +299,7 @@ def main() -> None:
             print(
                 f"{stage:>11}{amp!s:>6}{compiled!s:>8}{row['step_s']:>9.3f}"
                 f"{row['images_per_s']:>9.1f}{row['first_step_s']:>9.1f}"
-                f"{row['peak_memory_mib']:>10.0f}",
+                f"{row.get('data_wait_s', float('nan')):>8.3f}{row['peak_memory_mib']:>10.0f}",
                 flush=True,
             )
         if method == "dyga_sd":

@@ -358,3 +358,23 @@ def test_generation_for_fid_is_ddim_from_seeded_noise_conditioned_on_the_images(
         noise, scalars = model.latent_noise(2, "cpu", 3), model.scalars(images)
         assert torch.equal(first, model.sample(scalars, noise, 2))  # the images' own units,
         assert not torch.equal(first, model.sample(scalars + 1.0, noise, 2))  # which condition
+
+
+def test_skip_dropout_masks_drawn_before_the_pass_equal_those_drawn_inside_it():
+    # draw() takes every random draw out of the U-Net (one compiled graph); same numbers.
+    inputs = (torch.randn(4, 3, 16, 16), torch.tensor([1, 10, 100, 999]))
+    context = torch.randn(4, 20, 32)
+    unets = []
+    for _ in range(2):  # the same weights twice
+        torch.manual_seed(0)
+        unets.append(build_unet(UNetConfig(), 3, 16, 32).train())
+    inside, before = (SkipDropout(unet, SkipDropoutConfig(p=0.2)) for unet in unets)
+    inside.generator, generator = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for step in range(3):
+        expected = unets[0](*inputs, encoder_hidden_states=context).sample
+        before.draw(generator, 4)
+        assert len(before.masks) == (0 if step == 0 else 6)  # the first pass learns the shapes
+        got = unets[1](*inputs, encoder_hidden_states=context).sample
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        assert not before.masks
+    assert before.dropped == inside.dropped == 18

@@ -274,3 +274,19 @@ def test_beta_vae_generates_samples_of_its_prior_whatever_the_images():
     assert samples.shape == (3, 3, 64, 64) and samples.min() >= 0 and samples.max() <= 1
     assert torch.equal(samples, model.generate(torch.ones(3, 3, 64, 64), seed=1))
     assert not torch.equal(samples, model.generate(torch.zeros(3, 3, 64, 64), seed=2))
+
+
+def test_fid_runs_on_the_runs_device_even_where_a_gpu_is_visible(
+    injected_network, tmp_path, monkeypatch
+):
+    from bench.metrics import fid
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU, unused by the run
+    monkeypatch.setattr(
+        fid,
+        "feature_network",
+        lambda weights, device: asked.append(device) or (injected_network, "small"),
+    )
+    score_fid(Dimmer(1.0), tmp_path)
+    assert asked == [torch.device("cpu")]

@@ -125,6 +125,18 @@ def test_non_finite_loss_stops_with_step_and_last_finite_value(tmp_path):
     assert last_logged["step"] == 3 and error.value.last_finite == last_logged["loss"]
 
 
+def test_a_non_finite_loss_is_read_once_per_log_window_and_named_by_its_steps(tmp_path):
+    # The check runs on the device and is read at log steps: steps 1-5 here, NaN at 4.
+    data = FactorGrid((4, 4))
+    model = Quadratic(QuadraticConfig(nan_at=4), data.image_shape)
+    cfg = quadratic_cfg(steps=10, batch_size=2, log_every=5)
+    with pytest.raises(NonFiniteLoss) as error:
+        train(model, data, cfg, RunRecord(tmp_path))
+    assert (error.value.first_step, error.value.step) == (1, 5)
+    assert "in steps 1-5" in str(error.value) and "train.log_every" in str(error.value)
+    assert not list(RunRecord(tmp_path).checkpoints_dir.glob("*.pt"))  # none written
+
+
 def test_a_diverging_run_is_recorded_as_failed(tmp_path):
     with pytest.raises(NonFiniteLoss):
         run(

@@ -51,7 +51,10 @@ def compute_fid(
     count = min(num_images, len(ground_truth_data))
     indices = random_state.choice(len(ground_truth_data), size=count, replace=False)
     seed = int(random_state.randint(2**31 - 1))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # The run's device when the generator says which (bench's evaluation does); else CUDA
+    # when there is one.
+    default = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(getattr(generate_function, "device", default))
     network, network_id = feature_network(weights, device)
 
     def real_images(rows: np.ndarray) -> np.ndarray:

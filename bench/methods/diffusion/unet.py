@@ -230,15 +230,39 @@ class SkipDropout:
 
     ``generator`` (set by the method before each training forward pass) draws the masks, so
     training stays reproducible; ``dropped`` counts the skip tensors dropped so far.
+
+    ``draw(generator, batch)`` before a forward pass draws that pass's masks at once, in the
+    order the up blocks would, so that no random draw happens inside the U-Net and a
+    compiled U-Net is one graph. The masks' shapes are learned from the first pass, whose
+    masks are drawn inside it; the generator gives the same numbers either way.
     """
 
     def __init__(self, unet: nn.Module, config: SkipDropoutConfig) -> None:
         self.unet, self.p, self.sizes = unet, config.p, set(config.sizes)
         self.generator: torch.Generator | None = None
         self.dropped = 0
+        self.channels: list[int] | None = None  # each dropped skip's, in draw order
+        self.seen: list[int] | None = None  # noted on the first pass after draw()
+        self.masks: list[torch.Tensor] = []  # drawn for the coming pass
         if self.p > 0:
             for block in unet.up_blocks:
                 block.register_forward_pre_hook(self._drop_skips, with_kwargs=True)
+
+    def draw(self, generator: torch.Generator, batch: int) -> None:
+        """The coming training pass's masks, from ``generator``, for ``batch`` images."""
+        self.generator = generator
+        if self.p == 0:
+            return
+        if self.channels is None:
+            if self.seen is None:  # the first pass draws its own masks and notes their shapes
+                self.seen = []
+                return
+            self.channels = self.seen
+        self.masks = [
+            torch.rand((batch, c), generator=generator, device=generator.device)
+            for c in self.channels
+        ]
+        self.dropped += len(self.masks)
 
     def _drop_skips(self, block, args, kwargs):
         if not self.unet.training:
@@ -246,11 +270,16 @@ class SkipDropout:
         skips = []
         for skip in kwargs["res_hidden_states_tuple"]:
             if skip.shape[-1] in self.sizes:
-                keep = torch.rand(
-                    skip.shape[:2], generator=self.generator, device=self.generator.device
-                )
+                if self.masks:
+                    keep = self.masks.pop(0)
+                else:  # the first pass: drawn here, and the shapes noted for the next
+                    keep = torch.rand(
+                        skip.shape[:2], generator=self.generator, device=self.generator.device
+                    )
+                    self.dropped += 1
+                    if self.channels is None and self.seen is not None:
+                        self.seen.append(skip.shape[1])
                 mask = (keep.to(skip.device) >= self.p).to(skip.dtype)[..., None, None]
                 skip = skip * mask / (1 - self.p)
-                self.dropped += 1
             skips.append(skip)
         return args, {**kwargs, "res_hidden_states_tuple": tuple(skips)}
