@@ -340,9 +340,10 @@ class SharedStage:
         return 1 + max((stages[p].depth(stages) for p in self.below), default=-1)
 
 
-def shared_stages(cfg: DictConfig, data: GroundTruthData, out: Path | str) -> list[SharedStage]:
+def shared_stages(cfg: DictConfig, data: Any, out: Path | str) -> list[SharedStage]:
     """Every stage the run ``cfg`` builds on, the stages below a stage first. The method is
-    built on the meta device: its stages are read off its settings, no weights are made."""
+    built on the meta device: its stages are read off its settings, no weights are made.
+    ``data``: the dataset, or its class (a method is built from its ``image_shape``)."""
     if METHODS.get(cfg.method.name).stages is Method.stages:
         return []
     with torch.device("meta"):

@@ -136,11 +136,12 @@ class Sweep:
         which are not built to find out)."""
         if METHODS.get(cfg.method.name).stages is Method.stages:
             return ()
-        from bench import datasets
+        from bench.datasets import DATASETS
         from bench.runner import shared_stages
 
-        data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
-        found = shared_stages(cfg, data, self.out)
+        # The dataset's class: its image shape is all a method is built from, and no file
+        # need be there to plan (a dry run on a machine without the data).
+        found = shared_stages(cfg, DATASETS.get(cfg.dataset.name), self.out)
         for stage in found:
             self._stages.setdefault(stage.path, stage)
         return tuple(stage.path for stage in found)

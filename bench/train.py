@@ -1,11 +1,14 @@
 """The one training loop every method uses.
 
-Per step: take the next batch of the data order, compute the method's loss (bf16 autocast
-on CUDA), step the optimizer (with optional gradient clipping and linear learning-rate
-warm-up), update the EMA, and give the method its end-of-step hook (DyGA refits its
-Gaussians there at each epoch end). Every ``log_every`` steps a line goes to the JSONL log;
+Per step: take the next batch of the data order, compute the method's loss (autocast to
+``train.precision`` on CUDA), step the optimizer (with optional gradient clipping and linear
+learning-rate warm-up; fp16 through a GradScaler), update the EMA, and give the method its
+end-of-step hook (DyGA refits its Gaussians there at each epoch end). Nothing is read back
+from the device between log steps. Every ``log_every`` steps a line goes to the JSONL log;
 every ``checkpoint_every`` steps and at the end a checkpoint holds everything needed to
-continue bit-identically: weights, optimizer, EMA, step, and every RNG state. The newest
+continue bit-identically: weights, optimizer, EMA, step, and every RNG state; it can be
+restored on another device (every tensor goes to the run's; random states that no longer fit
+are restored where they can, with a note). The newest
 ``keep_checkpoints`` stay, each with a checksum, and a run resumes from the newest that
 verifies (bench/checkpoints.py). The data order is a pure function of (seed, step), so it
 needs no state of its own. A method that routes gradients by hand (``steps_itself``:
@@ -491,7 +494,8 @@ def train(
     data_order = DataOrder(len(dataset), train_cfg.batch_size, cfg.seed)
     labeled = method.labeled_factors()
     columns = label_columns(dataset, labeled) if labeled else None
-    source = TorchImages(dataset, cfg.data.device or resident_device(dataset, device))
+    resident = cfg.data.device or resident_device(dataset, device)
+    source = TorchImages(dataset, resident, background=reads_ahead(device))
     autocast_dtype = AUTOCAST_DTYPES.get(precision)
     tensorboard = open_tensorboard(record) if train_cfg.tensorboard else None
 
@@ -530,6 +534,8 @@ def train(
             waited = time.perf_counter()
             rows = data_order.batch(step)
             images = source.batch(rows, device)
+            if step + 1 < train_cfg.steps:
+                source.prefetch(data_order.batch(step + 1), device)
             window_wait += time.perf_counter() - waited
             # Labels only for a method that names labelled factors: unsupervised ones never
             # see any.
@@ -604,6 +610,12 @@ def train(
     if ema is not None:  # the averaged weights are kept (and scored, if the EMA covers them)
         ema.copy_to(averaged)
     method.eval()
+
+
+def reads_ahead(device: torch.device) -> bool:
+    """Whether batches not kept on the device are read in the background: on CUDA, where the
+    host would otherwise wait while the GPU trains (on a CPU the cores are busy training)."""
+    return device.type == "cuda"
 
 
 def read_values(values: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -372,9 +372,32 @@ def test_skip_dropout_masks_drawn_before_the_pass_equal_those_drawn_inside_it():
     inside.generator, generator = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     for step in range(3):
         expected = unets[0](*inputs, encoder_hidden_states=context).sample
-        before.draw(generator, 4)
-        assert len(before.masks) == (0 if step == 0 else 6)  # the first pass learns the shapes
-        got = unets[1](*inputs, encoder_hidden_states=context).sample
+        with before.draw(generator, 4):
+            assert len(before.masks) == (0 if step == 0 else 6)  # the first learns the shapes
+            got = unets[1](*inputs, encoder_hidden_states=context).sample
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
         assert not before.masks
     assert before.dropped == inside.dropped == 18
+
+
+@pytest.mark.skipif(not hasattr(torch.compiler, "set_stance"), reason="torch < 2.6")
+def test_a_compiled_unet_with_skip_dropout_is_traced_as_one_graph():
+    # train.compile: no random draw inside the U-Net, so dynamo never breaks its graph.
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    unet = build_unet(UNetConfig(), 3, 16, 32).train()
+    dropout = SkipDropout(unet, SkipDropoutConfig(p=0.2))
+    unet.compile(dynamic=False, backend="eager")  # tracing alone, no code generation
+    inputs = (torch.randn(4, 3, 16, 16), torch.tensor([1, 10, 100, 999]))
+    context = torch.randn(4, 20, 32)
+    generator = torch.Generator().manual_seed(0)
+    counters.clear()
+    try:
+        for _ in range(3):
+            with dropout.draw(generator, 4):
+                unet(*inputs, encoder_hidden_states=context)
+        assert counters["stats"]["unique_graphs"] == 1
+        assert not counters["graph_break"]
+    finally:
+        torch._dynamo.reset()

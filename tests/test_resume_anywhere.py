@@ -245,3 +245,36 @@ def test_on_cuda_a_dataset_that_fits_stays_on_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (4 * size - 1, 8 * size))
     assert resident_device(data, torch.device("cuda", 1)) is None
     assert resident_device(data, torch.device("cpu")) is None
+
+
+def test_batches_read_ahead_in_the_background_equal_those_read_in_place(tmp_path):
+    # What a CUDA run does (on the CPU here): the next batch is read while this one trains.
+    from bench.datasets.torch_view import TorchImages
+
+    data = FactorGrid((4, 6))
+    cpu = torch.device("cpu")
+    ahead, direct = TorchImages(data, background=True), TorchImages(data)
+    order = [np.array([3, 1, 7]), np.array([0, 2, 5]), np.array([9, 4, 8])]
+    ahead.prefetch(order[0], cpu)
+    for i, rows in enumerate(order):
+        got = ahead.batch(rows, cpu)
+        if i + 1 < len(order):
+            ahead.prefetch(order[i + 1], cpu)
+        refit = ahead.batch(np.array([11, 12]), cpu)  # other rows meanwhile: the read stays
+        assert torch.equal(got, direct.batch(rows, cpu))
+        assert torch.equal(refit, direct.batch(np.array([11, 12]), cpu))
+    assert ahead.ahead is None  # every read ahead was used
+
+
+def test_a_run_with_background_reads_trains_as_one_without(tmp_path, monkeypatch):
+    import bench.train
+
+    weights = []
+    for background in (False, True):
+        monkeypatch.setattr(bench.train, "reads_ahead", lambda device, b=background: b)
+        data = FactorGrid((4, 4))
+        model = Quadratic(QuadraticConfig(), data.image_shape)
+        cfg = quadratic_cfg(steps=7, batch_size=3)
+        train(model, data, cfg, RunRecord(tmp_path / str(background)))
+        weights.append(model.weight.detach())
+    assert torch.equal(*weights)

@@ -164,3 +164,20 @@ def test_an_auto_device_slurm_sweep_without_gpus_here_says_so(tmp_path, monkeypa
     ((parameters, _, _),) = fake.submitted
     assert "gpus_per_node" not in parameters
     assert any("gpus_per_task: 1" in line for line in lines)
+
+
+def test_a_dry_run_shows_workers_then_stages_by_wave_then_runs(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    file = sweep_file(tmp_path, methods=["disdiff", "beta_vae"], seeds=2, preset="ci")
+    result = CliRunner().invoke(app, ["sweep", str(file), "--dry-run", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    plan = result.output.splitlines()[-4:]
+    assert plan[0] == "workers: 2 (GPU 0, GPU 1)"
+    assert plan[1].startswith("stage, wave 1: vq_autoencoder ") and plan[1].endswith("(worker 1)")
+    assert plan[2].startswith("stage, wave 2: ldm ")
+    assert plan[3] == "then 4 run(s), each on the first free worker"
+    assert not (tmp_path / "artifacts").exists()  # a plan only

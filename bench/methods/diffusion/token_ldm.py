@@ -76,8 +76,8 @@ class TokenDiffusion(LatentDiffusionBase):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         steps, noise, noisy = self.noisy_latents(self.latents(images), generator)
         context = self.condition(self.tokens(self.scalars(images)), generator)
-        self.skip_dropout.draw(generator, len(noisy))  # outside the U-Net (train.compile)
-        predicted = self.unet(noisy, steps, encoder_hidden_states=context).sample
+        with self.skip_dropout.draw(generator, len(noisy)):  # no draw inside the U-Net
+            predicted = self.unet(noisy, steps, encoder_hidden_states=context).sample
         loss = (predicted.float() - noise.float()).abs().mean()
         return loss, {}
 

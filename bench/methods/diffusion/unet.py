@@ -32,6 +32,7 @@ training only. It is a forward pre-hook on each up block, so the U-Net stays dif
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -231,10 +232,10 @@ class SkipDropout:
     ``generator`` (set by the method before each training forward pass) draws the masks, so
     training stays reproducible; ``dropped`` counts the skip tensors dropped so far.
 
-    ``draw(generator, batch)`` before a forward pass draws that pass's masks at once, in the
-    order the up blocks would, so that no random draw happens inside the U-Net and a
-    compiled U-Net is one graph. The masks' shapes are learned from the first pass, whose
-    masks are drawn inside it; the generator gives the same numbers either way.
+    ``with draw(generator, batch):`` around a forward pass draws that pass's masks at once,
+    in the order the up blocks would, so that no random draw happens inside the U-Net and a
+    compiled U-Net is one graph. The masks' shapes are learned from the first pass, which
+    runs eagerly and draws its masks inside; the generator gives the same numbers either way.
     """
 
     def __init__(self, unet: nn.Module, config: SkipDropoutConfig) -> None:
@@ -248,21 +249,26 @@ class SkipDropout:
             for block in unet.up_blocks:
                 block.register_forward_pre_hook(self._drop_skips, with_kwargs=True)
 
-    def draw(self, generator: torch.Generator, batch: int) -> None:
-        """The coming training pass's masks, from ``generator``, for ``batch`` images."""
+    def draw(self, generator: torch.Generator, batch: int) -> AbstractContextManager:
+        """The coming training pass's masks, from ``generator``, for ``batch`` images; returns
+        the context to run that pass in: eager for the first pass, which draws its own masks
+        and notes their shapes (a compiled U-Net is then traced once, on a pass without a
+        random draw: one graph)."""
         self.generator = generator
         if self.p == 0:
-            return
+            return nullcontext()
         if self.channels is None:
-            if self.seen is None:  # the first pass draws its own masks and notes their shapes
+            if self.seen is None:
                 self.seen = []
-                return
+                stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+                return stance("force_eager") if stance is not None else nullcontext()
             self.channels = self.seen
         self.masks = [
             torch.rand((batch, c), generator=generator, device=generator.device)
             for c in self.channels
         ]
         self.dropped += len(self.masks)
+        return nullcontext()
 
     def _drop_skips(self, block, args, kwargs):
         if not self.unet.training:
