@@ -137,14 +137,8 @@ def sweep(
     ] = None,
     account: Annotated[Optional[str], typer.Option(help="slurm account.")] = None,  # noqa: UP045
     qos: Annotated[Optional[str], typer.Option(help="slurm quality of service.")] = None,  # noqa: UP045
-    constraint: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="slurm node constraint, e.g. a100."),
-    ] = None,
-    gres: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="slurm generic resources, e.g. gpu:a100:1 (instead of --gpus)."),
-    ] = None,
+    constraint: Annotated[Optional[str], typer.Option(help="slurm node constraint.")] = None,  # noqa: UP045
+    gres: Annotated[Optional[str], typer.Option(help="slurm gres, e.g. gpu:a100:1.")] = None,  # noqa: UP045
 ) -> None:
     """Run a sweep (methods × datasets × seeds × variants), skipping complete runs."""
     from bench.sweep import load_sweep, run_local, run_slurm, status_table

@@ -534,7 +534,7 @@ def train(
             waited = time.perf_counter()
             rows = data_order.batch(step)
             images = source.batch(rows, device)
-            if step + 1 < train_cfg.steps:
+            if source.reads_ahead and step + 1 < train_cfg.steps:
                 source.prefetch(data_order.batch(step + 1), device)
             window_wait += time.perf_counter() - waited
             # Labels only for a method that names labelled factors: unsupervised ones never

@@ -42,6 +42,10 @@ class TorchImages:
         )
         self.ahead: tuple[bytes, Future] | None = None  # the rows being read, and the read
 
+    @property
+    def reads_ahead(self) -> bool:
+        return self.reader is not None
+
     def prefetch(self, indices: np.ndarray, device: torch.device) -> None:
         """Start reading the batch of ``indices`` (for ``device``) in the background."""
         if self.reader is not None:
