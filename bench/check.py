@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from bench.config import config_hash, known_presets, resolve_config
 from bench.fileio import atomic_write_text
 from bench.metrics import METRICS
 from bench.registry import BenchError
@@ -75,7 +76,7 @@ def compare(results: pd.DataFrame, reference: dict[str, Any]) -> list[Comparison
         row = fresh.get(_key(entry))
         if row is None:
             comparisons.append(
-                Comparison(entry, None, tolerance, "missing", _why_missing(entry, table))
+                Comparison(entry, None, tolerance, "missing", _why_missing(entry, results))
             )
             continue
         ours, theirs = float(row["mean"]), float(entry["mean"])
@@ -101,6 +102,14 @@ def _why_missing(entry: dict[str, Any], table: pd.DataFrame) -> str:
     ]
     if same.empty:
         return "no run of this method on this dataset scored this metric"
+    if str(entry["config_hash"]) not in set(map(str, same.config_hash)):
+        theirs = _preset_of(entry)
+        ours = sorted({p or "no" for p in same.preset.fillna("")})
+        if theirs is not None and theirs not in ours:
+            return (
+                f"the reference was made with the {theirs} preset; these runs use "
+                f"{' and '.join(ours)} preset"
+            )
     differs = [
         f"{k} {entry[k]} here {'/'.join(sorted(map(str, same[k].unique())))}"
         for k in ("config_hash", "profile", "version", "protocol_id")
@@ -109,23 +118,52 @@ def _why_missing(entry: dict[str, Any], table: pd.DataFrame) -> str:
     return "other settings: " + "; ".join(differs) if differs else ""
 
 
+def _preset_of(entry: dict[str, Any]) -> str | None:
+    """The preset whose settings (for the entry's method and dataset, no overrides) hash to
+    the entry's config hash ("no" for none); None when no preset does."""
+    try:
+        presets = known_presets(entry["method"])
+    except BenchError:  # a method no longer registered
+        return None
+    for preset in (None, *presets):
+        try:
+            cfg = resolve_config(entry["method"], entry["dataset"], preset)
+        except BenchError:
+            continue
+        if config_hash(cfg) == str(entry["config_hash"]):
+            return preset or "no"
+    return None
+
+
 def diff_table(comparisons: list[Comparison]) -> str:
-    lines = [
-        f"{'dataset':<22}{'row':<28}{'metric':<34}"
-        f"{'reference':>10}{'ours':>10}{'Δ':>10}{'tol':>8}  verdict"
-    ]
+    """One aligned line per reference entry: where, reference, ours, Δ, tolerance, verdict."""
+    header = ("dataset", "row", "metric", "reference", "ours", "Δ", "tol", "verdict")
+    rows = [header]
     for c in comparisons:
         e = c.entry
-        ours = "–" if c.ours is None else f"{c.ours:.4f}"
-        delta = "–" if c.ours is None else f"{c.ours - e['mean']:+.4f}"
         metric = f"{e['metric']}.{e['key']}" + (
             "" if e["profile"] == "exact" else f" ({e['profile']})"
         )
-        note = f" ({c.note})" if c.note else ""
-        lines.append(
-            f"{e['dataset']:<22}{e.get('row', e['method']):<28}{metric:<34}"
-            f"{e['mean']:>10.4f}{ours:>10}{delta:>10}{c.tolerance:>8.4f}  {c.verdict}{note}"
+        rows.append(
+            (
+                str(e["dataset"]),
+                str(e.get("row", e["method"])),
+                metric,
+                f"{e['mean']:.4f}",
+                "–" if c.ours is None else f"{c.ours:.4f}",
+                "–" if c.ours is None else f"{c.ours - e['mean']:+.4f}",
+                f"{c.tolerance:.4f}",
+                c.verdict + (f" ({c.note})" if c.note else ""),
+            )
         )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = []
+    for row in rows:  # text left-aligned, numbers right-aligned, two spaces between
+        cells = [
+            cell.ljust(w) if i < 3 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=False))
+        ]
+        lines.append("  ".join([*cells, row[-1]]))
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -67,10 +68,13 @@ def run(
         return
 
     from bench.claim import ClaimLost
+    from bench.outputs import outlive_readers
     from bench.runner import RunClaimed
     from bench.runner import run as run_one
     from bench.sweep import CLAIMED
     from bench.train import NonFiniteLoss, Preempted
+
+    outlive_readers()  # `bench run … | tee log`, then Ctrl-C: checkpointed, not killed
 
     if stage is not None:
         from bench.runner import train_shared_stage
@@ -288,14 +292,19 @@ def check(
         return
     comparisons = compare(fresh, read_reference(reference))
     typer.echo(diff_table(comparisons))
-    bad = [c for c in comparisons if c.verdict in ("regressed", "missing")]
-    better = [c for c in comparisons if c.verdict == "improved"]
-    if better:
-        typer.echo(f"{len(better)} number(s) improved beyond tolerance; --update records them")
-    if bad:
-        typer.echo(f"{len(bad)} regression(s) or missing number(s)", err=True)
+    counts = Counter(c.verdict for c in comparisons)
+    if counts["improved"]:
+        typer.echo(
+            f"{counts['improved']} number(s) improved beyond tolerance; --update records them"
+        )
+    if counts["regressed"] or counts["missing"]:
+        typer.echo(
+            f"{counts['regressed']} regression(s); {counts['missing']} reference number(s) "
+            "missing here",
+            err=True,
+        )
         raise typer.Exit(1)
-    typer.echo("no regression")
+    typer.echo(f"no regression ({counts['ok']} number(s) within tolerance)")
 
 
 @app.command(name="eval")
@@ -448,7 +457,7 @@ def data_verify(name: Annotated[str, typer.Argument(help="Dataset (see `bench da
     verdicts = verify(name)
     for file_name, verdict in verdicts:
         typer.echo(f"{file_name}: {verdict}")
-    if any(v == "missing" or v.startswith(("MISMATCH", "CHANGED")) for _, v in verdicts):
+    if any(v.startswith(("missing", "MISMATCH", "CHANGED")) for _, v in verdicts):
         raise typer.Exit(1)
 
 

@@ -222,8 +222,8 @@ def resolve_config(
     if preset is not None:
         preset_file = CONFIG_DIR / "presets" / f"{preset}.yaml"
         if not preset_file.is_file() and preset not in presets:
-            known = sorted({p.name[: -len(".yaml")] for p in _yaml_files("presets")} | set(presets))
-            raise BenchError(f"unknown preset {preset!r}; known presets: {', '.join(known)}")
+            known = ", ".join(known_presets(method))
+            raise BenchError(f"unknown preset {preset!r}; known presets: {known}")
         preset_layer = _read_yaml(preset_file)
         preset_datasets = preset_layer.pop("datasets", {})
         cfg = _merge(cfg, preset_layer, f"preset {preset!r}")
@@ -239,6 +239,12 @@ def resolve_config(
         cfg.seed = seed
     _check_values(cfg, method, dataset)
     return cfg
+
+
+def known_presets(method: str) -> list[str]:
+    """The presets ``method`` can run with: configs/presets/ and its own ``presets:``."""
+    own = _method_layer(method).get("presets", {})
+    return sorted({p.name[: -len(".yaml")] for p in _yaml_files("presets")} | set(own))
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str], allowed_prefix: str = "") -> DictConfig:
@@ -301,10 +307,22 @@ def to_yaml(cfg: DictConfig) -> str:
 
 
 def from_dict(data: dict[str, Any]) -> DictConfig:
-    """Rebuild a typed config from a saved one (``config.yaml`` of a run)."""
+    """Rebuild a typed config from a saved one (``config.yaml`` of a run). A record written
+    before ``train.precision`` holds ``train.amp`` (bf16 autocast on CUDA, or none): read as
+    the precision it meant."""
     method_cls = METHODS.get(data["method"]["name"])
     cfg = OmegaConf.structured(RunConfig(method=method_cls.config_class()))
+    train = dict(data.get("train") or {})
+    if "amp" in train:
+        train["precision"] = "bf16" if train.pop("amp") else "fp32"
+        data = {**data, "train": train}
     return _merge(cfg, data, "saved config")
+
+
+def written_before_precision(data: dict[str, Any]) -> bool:
+    """Whether a saved config predates ``train.precision``: its folder is named by the hash
+    of the older schema."""
+    return "amp" in (data.get("train") or {})
 
 
 def _method_layer(method: str) -> dict[str, Any]:
@@ -388,9 +406,19 @@ def _check_keys(node: DictConfig, layer: dict[str, Any], source: str, prefix: st
             _check_keys(child, value, source, prefix=f"{path}.")
 
 
+def check_seed(seed: object, where: str = "--seed") -> int:
+    """A seed is a whole number from 0 to 2**32 − 1 (numpy's range), or a one-line error."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        example = ", e.g. --seed 1" if where == "--seed" else ""
+        bound = 2**32 - 1
+        raise BenchError(f"{where} {seed!r}: a seed is a whole number from 0 to {bound}{example}")
+    return seed
+
+
 def _check_values(cfg: DictConfig, method: str, dataset: str) -> None:
     if cfg.method.name != method or cfg.dataset.name != dataset:
         raise BenchError("method.name and dataset.name are set by --method and --dataset")
+    check_seed(cfg.seed)
     at_least_one = ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints")
     for key in at_least_one:
         if cfg.train[key] < 1:

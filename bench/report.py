@@ -623,6 +623,8 @@ def write_report(
 ) -> dict[str, Any]:
     """Everything ``bench report`` writes; returns what it wrote, by kind, and under
     ``notes`` the lines that say where a folder holds several configurations of a method."""
+    if not Path(runs).is_dir():
+        raise BenchError(f"no such folder: {runs}; give the folder of run records (default: runs)")
     results = collect(runs)
     if results.empty:
         raise BenchError(f"no complete runs under {runs}; run some first (bench run / sweep)")

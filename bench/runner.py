@@ -40,6 +40,7 @@ from bench.config import (
     from_dict,
     resolve_config,
     to_yaml,
+    written_before_precision,
 )
 from bench.datasets import GroundTruthData
 from bench.evaluate import check_ready, evaluate, score_history
@@ -96,6 +97,8 @@ def run(
     data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
     check_ready(METHODS.get(method), data, cfg.eval)
     record = RunRecord(run_dir(Path(out), dataset, method, config_hash(cfg), cfg.seed))
+    if record.config_file.is_file() and not force:
+        read_config(record)  # refuses a record whose config.yaml was edited
     if not force and _finished(record, cfg):
         tqdm.write(f"already complete: {record.path} (--force reruns it)", file=sys.stderr)
         return record
@@ -475,6 +478,21 @@ class LoadedRun:
     dataset: Any
 
 
+def read_config(record: RunRecord) -> DictConfig:
+    """A run record's config.yaml, checked against the folder it names: an edited file is a
+    one-line error (its weights and scores belong to the settings the folder is named by)."""
+    saved = yaml.safe_load(record.config_file.read_text())
+    cfg = from_dict(saved)
+    found, named = f"{config_hash(cfg)}/seed{cfg.seed}", "/".join(record.path.parts[-2:])
+    if found != named and not written_before_precision(saved):
+        raise BenchError(
+            f"{record.config_file} was edited: its settings belong in {found}, not in "
+            f"{named}; put it back as it was (to run other settings, `bench run` them: "
+            "they get a record of their own)"
+        )
+    return cfg
+
+
 def load_run(path: Path | str, device: str = "cpu") -> LoadedRun:
     """A finished run from its folder: config, trained method (in eval mode), metrics, dataset."""
     record = RunRecord(Path(path))
@@ -486,7 +504,7 @@ def load_run(path: Path | str, device: str = "cpu") -> LoadedRun:
             f"{record.weights_file} is damaged ({problem}); run its `bench run` command again "
             "to write it anew from the final checkpoint"
         )
-    cfg = from_dict(yaml.safe_load(record.config_file.read_text()))
+    cfg = read_config(record)
     data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
     model = build_method(cfg, data)
     load_model(model, str(record.weights_file), device=device)

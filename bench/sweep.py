@@ -46,7 +46,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from bench.claim import active_holder
-from bench.config import config_hash, resolve_config
+from bench.config import check_seed, config_hash, resolve_config
 from bench.fileio import atomic_write_json
 from bench.methods import METHODS
 from bench.methods.base import Method
@@ -195,7 +195,11 @@ def load_sweep(path: Path, out: Path | None = None) -> Sweep:
         if not data.get(key):
             raise BenchError(f"{path}: '{key}' must list at least one name")
     seeds = data.get("seeds", 1)
-    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(seeds))
+    elif not isinstance(seeds, list):
+        raise BenchError(f"{path}: seeds must be a count (5) or a list of seeds ([0, 1, 2])")
+    seeds = [check_seed(seed, f"{path}: seed") for seed in seeds]
     variants = {str(k): list(v or []) for k, v in (data.get("variants") or {}).items()}
     variants = _with_grid(variants or {"default": []}, data.get("grid") or {})
     grids = data.get("grids") or {}

@@ -446,17 +446,26 @@ def open_tensorboard(record: RunRecord) -> Any:
 @contextmanager
 def stop_signals() -> Iterator[dict[str, int | None]]:
     """Record SIGTERM/SIGUSR1/SIGUSR2/SIGINT instead of dying, so the loop can checkpoint
-    first. After one Ctrl-C, a second raises KeyboardInterrupt at once, as usual."""
+    first; likewise SIGPIPE (the reader of a piped output went away: bench/outputs.py) and
+    SIGHUP (the terminal did). After one Ctrl-C, a second raises KeyboardInterrupt at once,
+    as usual."""
     received: dict[str, int | None] = {"signum": None}
 
     def handler(signum: int, frame: Any) -> None:
-        received["signum"] = signum
+        received["signum"] = received["signum"] or signum  # the first reason is the reason
         if signum == signal.SIGINT:
             tqdm.write("Ctrl-C: checkpointing at the end of this step (again: stop now)")
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     # SIGUSR2: submitit's warning before a SLURM time limit.
-    watched = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+    watched = (
+        signal.SIGTERM,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGINT,
+        signal.SIGPIPE,
+        signal.SIGHUP,
+    )
     try:
         previous = {s: signal.signal(s, handler) for s in watched}
     except ValueError:  # not the main thread: signals cannot be caught here

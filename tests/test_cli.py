@@ -80,6 +80,14 @@ def test_ls_lists_without_importing_torch(kind):
             [*RUN, "data.device=auto"],
             "error: data.device='auto' is not a device; use one of: cpu, cuda, cuda:N",
         ),
+        (
+            [*RUN, "--seed", "-1"],
+            "error: --seed -1: a seed is a whole number from 0 to 4294967295, e.g. --seed 1",
+        ),
+        (
+            [*RUN, "--seed", str(2**32)],
+            "error: --seed 4294967296: a seed is a whole number from 0 to 4294967295",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_record(args, message, tmp_path):
@@ -191,6 +199,25 @@ def test_an_unwritable_out_is_one_line_and_leaves_no_record(tmp_path):
     assert "give a writable folder with --out" in result.stderr
 
 
+def test_a_report_of_a_folder_that_does_not_exist_says_so(tmp_path):
+    result = bench_cli("report", str(tmp_path / "nosuchfolder"), "--out", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: no such folder: {tmp_path / 'nosuchfolder'}; give the folder of run records "
+        "(default: runs)"
+    )
+
+
+def test_a_sweep_file_with_a_negative_seed_is_one_line(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("methods: [beta_vae]\ndatasets: [dsprites-procedural]\nseeds: [0, -1]\n")
+    result = bench_cli("sweep", str(path), "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: {path}: seed -1: a seed is a whole number from 0 to 4294967295"
+    ]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_sweep_file_with_a_yaml_error_is_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\nmethods: [beta_vae\ndatasets: [dsprites-procedural]\n")
@@ -244,3 +271,27 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     assert len(lines) == 7  # one per step, and one at the end
     assert "step 6/6 (100.0%)" in lines[-1] and "loss=" in lines[-1]
     assert "scoring mig (1 of 1) ..." in result.stderr and "scored mig in" in result.stderr
+
+
+def test_a_record_whose_config_was_edited_is_refused_in_one_line(tmp_path):
+    from bench.runner import load_run, run
+
+    quick = [*FAST, "eval.metrics=[]", "train.steps=2"]
+    record = run("beta_vae", "dsprites-procedural", "smoke", quick, out=tmp_path)
+    legacy = record.config_file.read_text()
+    edited = legacy.replace("num_latent: 10", "num_latent: 5")
+    assert edited != legacy
+    record.config_file.write_text(edited)
+    again = bench_cli(*RUN, "--preset", "smoke", *quick, "--out", str(tmp_path))
+    evaluated = bench_cli("eval", str(record.path), "--metrics", "mig")
+    for result in (again, evaluated):
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: {record.config_file} was edited: its settings belong in ")
+        assert line.endswith(
+            f"not in {record.path.parent.name}/seed0; put it back as it was (to "
+            "run other settings, `bench run` them: they get a record of their own)"
+        )
+    # A record from before train.precision (train.amp) still loads, where its old hash put it.
+    record.config_file.write_text(legacy.replace("precision: fp32", "amp: false"))
+    assert load_run(record.path).config.train.precision.value == "fp32"

@@ -126,6 +126,28 @@ def test_an_interrupted_download_resumes(server, tmp_path):
     assert path.read_bytes() == PAYLOAD and not (tmp_path / "good.bin.part").exists()
 
 
+def test_no_network_is_said_as_such_not_as_an_interruption(tmp_path):
+    import socket
+
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    unreachable = RemoteFile("good.bin", f"http://127.0.0.1:{port}/good.bin", SHA256, SIZE)
+    with pytest.raises(DatasetFileError) as error:
+        fetch(unreachable, tmp_path, progress=False)
+    assert str(error.value) == (
+        f"good.bin: cannot reach 127.0.0.1:{port} (ConnectionError); check the network, or "
+        "set BENCH_DATA_MIRROR to the base URL of a mirror holding the file"
+    )
+
+
+def test_a_near_miss_dataset_name_gets_a_suggestion(tmp_path):
+    with pytest.raises(DatasetFileError, match=r"did you mean mpi3d-toy or mpi3d-realistic or "):
+        download.source("mpi3d")
+    with pytest.raises(DatasetFileError, match=r"did you mean shapes3d\?"):
+        download.source("shapes3D")
+
+
 def test_bench_data_download_ls_verify(server, tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_DATA", str(tmp_path))
     toy = Source("toy", (remote(server, "good.bin"),), loader_path="good.bin")

@@ -281,6 +281,38 @@ def test_check_identifies_runs_like_the_report(tmp_path):
     assert failing.returncode == 1 and "regressed" in failing.stdout
 
 
+def test_check_explains_a_preset_mismatch_in_words_and_counts_apart(tmp_path):
+    from bench.config import config_hash, resolve_config
+
+    def hash_of(preset):
+        return config_hash(resolve_config("beta_vae", "dsprites-procedural", preset))
+
+    mig = {"mig": ({"discrete_mig": 0.3}, {})}
+    make_record(tmp_path / "runs", "dsprites-procedural", "beta_vae", hash_of("smoke"), 0, mig,
+                preset="smoke")  # fmt: skip
+    reference = updated_reference(collect(tmp_path / "runs"), None)
+    made_with_ci = json.loads(json.dumps(reference))
+    made_with_ci["entries"][0]["config_hash"] = hash_of("ci")
+    (comparison,) = compare(collect(tmp_path / "runs"), made_with_ci)
+    assert comparison.verdict == "missing"
+    assert (
+        comparison.note == "the reference was made with the ci preset; these runs use smoke preset"
+    )
+
+    regressed = json.loads(json.dumps(reference))
+    regressed["entries"][0]["mean"] = 0.9
+    regressed["entries"].append(made_with_ci["entries"][0])
+    path = tmp_path / "reference.yaml"
+    path.write_text(yaml.safe_dump(regressed))
+    result = bench_cli("check", str(tmp_path / "runs"), "--reference", str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == "1 regression(s); 1 reference number(s) missing here"
+    header, *rows = result.stdout.strip().splitlines()
+    end = header.index("reference") + len("reference")  # numbers are right-aligned under it
+    assert sorted(row[end - 6 : end] for row in rows) == ["0.3000", "0.9000"]
+    assert [row.split()[-1] for row in rows if "regressed" in row] == ["regressed"]
+
+
 @pytest.mark.parametrize("seeds", [1, 3])
 def test_update_then_check_passes(tmp_path, seeds):
     rng = np.random.default_rng(seeds)

@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from bench.claim import active_holder
 from bench.config import RunConfig
 from bench.methods.base import Method, MethodConfig, OwnOptimizer
 from bench.registry import BenchError
@@ -271,6 +272,40 @@ def test_ctrl_c_checkpoints_and_resumes_bit_identically(tmp_path, uninterrupted)
     (environment,) = stopped.glob("**/environment.json")
     info = json.loads(environment.read_text())
     assert info["segments"] == 2 and info["wall_time_s"] > info["last_segment_s"] > 0
+
+
+@pytest.mark.parametrize("ctrl_c", [True, False])
+def test_a_run_piped_through_a_reader_that_dies_checkpoints_and_resumes(
+    tmp_path, uninterrupted, ctrl_c
+):
+    # `bench run … 2>&1 | tee log`, then Ctrl-C: the terminal stops tee too, so the run's next
+    # write goes to a closed pipe (without Ctrl-C: tee killed alone).
+    args = ["--method", "beta_vae", "--dataset", "dsprites-procedural", "--preset", "smoke"]
+    progress = ["train.progress=true", "train.progress_every_s=0.1"]  # writes all the time
+    overrides = [*QUICK, "train.steps=40", "train.checkpoint_every=10", *progress]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", *args, "--out", str(tmp_path), *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_step(tmp_path, 5, process)
+    process.stdout.close()  # the reader is gone
+    if ctrl_c:
+        process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 128 + (signal.SIGINT if ctrl_c else signal.SIGPIPE)
+    (status_file,) = tmp_path.glob("**/status.json")
+    status = json.loads(status_file.read_text())
+    assert status["state"] == "interrupted"
+    assert torch.load(newest_checkpoint(tmp_path), weights_only=True)["step"] == status["step"]
+    assert active_holder(status_file.parent) is None  # the claim is released
+
+    resumed = start_run(tmp_path, steps=40)  # same settings; progress is runtime-only
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and f"from step {status['step']}" in stderr, stderr
+    (log,) = tmp_path.glob("**/log.jsonl")
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == list(range(1, 41))
+    actual = final_weights(tmp_path)
+    assert all(torch.equal(uninterrupted[name], actual[name]) for name in uninterrupted)
 
 
 def test_tensorboard_logging_or_a_clear_error(tmp_path):

@@ -11,6 +11,7 @@ downloaded is recorded in ``download.json`` so that ``bench data verify`` can re
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bench.datasets.celeba import MANUAL as CELEBA_MANUAL
 from bench.datasets.dsprites import HDF5_NAME as DSPRITES_FILE
@@ -177,8 +179,11 @@ SOURCES: dict[str, Source] = {
 
 def source(name: str) -> Source:
     if name not in SOURCES:
+        close = [n for n in SOURCES if n.startswith(f"{name}-")]  # mpi3d: its three variants
+        close = close or difflib.get_close_matches(name, list(SOURCES), n=3)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise DatasetFileError(
-            f"no download for {name!r}; downloadable datasets: {', '.join(SOURCES)}"
+            f"no download for {name!r}{hint}; downloadable datasets: {', '.join(SOURCES)}"
         )
     return SOURCES[name]
 
@@ -250,6 +255,12 @@ def fetch(file: RemoteFile, folder: Path, progress: bool = True) -> Path:
         raise DatasetFileError(f"{file.name}: {' '.join(str(error).split())}") from None
     except requests.exceptions.RequestException as error:
         kept = partial.stat().st_size if partial.exists() else 0
+        if kept == 0 and isinstance(error, requests.exceptions.ConnectionError):
+            host = urlsplit(_url(file)).netloc
+            raise DatasetFileError(
+                f"{file.name}: cannot reach {host} ({type(error).__name__}); check the "
+                "network, or set BENCH_DATA_MIRROR to the base URL of a mirror holding the file"
+            ) from None
         raise DatasetFileError(
             f"{file.name}: download interrupted ({type(error).__name__}) with {kept:,} bytes "
             "kept; run the same command again to resume"
@@ -317,7 +328,7 @@ def verify(name: str) -> list[tuple[str, str]]:
     for file in src.files:
         path = folder / file.name
         if not path.is_file():
-            verdicts.append((file.name, "missing"))
+            verdicts.append((file.name, f"missing (bench data download {name} fetches it)"))
         elif file.known_hash:
             ok = (
                 pooch.file_hash(str(path), file.known_hash.split(":")[0])
