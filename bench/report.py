@@ -155,8 +155,10 @@ def with_rows(results: pd.DataFrame) -> pd.DataFrame:
     data["row"] = [
         run_label(m, o, v) for m, o, v in zip(data.method, overrides, data.variant, strict=True)
     ]
-    # Runs under several presets in one folder: the preset is part of every such label.
+    # A run of a preset other than the paper's (a CPU preset) says so, as do the runs of a
+    # method under several presets in one folder: a smoke row never passes for a paper one.
     several = data.groupby("method").preset.transform("nunique") > 1
+    several |= ~data.preset.fillna("").isin(["", "paper"])
     data.loc[several, "row"] = [
         run_label(m, (f"{p or 'default'} preset", *o), v)
         for m, o, v, p in zip(
@@ -226,7 +228,7 @@ def summarise(
     summary = grouped.agg(mean="mean", std="std", n="count").reset_index()
     summary["values"] = grouped.apply(list).values
     summary["std"] = summary["std"].fillna(0.0)
-    first = data.groupby(["row", "dataset", "column"])[["base", "profile"]].first()
+    first = data.groupby(["row", "dataset", "column"])[["base", "profile", "preset"]].first()
     return summary.merge(first.reset_index(), on=["row", "dataset", "column"])
 
 
@@ -305,16 +307,18 @@ def on_stand_ins(published: pd.DataFrame, datasets: set[str]) -> pd.DataFrame:
 
 
 def mark_best(summary: pd.DataFrame) -> pd.DataFrame:
-    """Adds ``best`` (the best mean of our rows per column) and ``significant`` (Welch's
-    t-test of the best against the runner-up, p < 0.05)."""
+    """Adds ``best`` (the best mean per column among our rows of one preset, when there are
+    two or more of them: a lone row is best of nothing) and ``significant`` (Welch's t-test
+    of the best against the runner-up, p < 0.05)."""
     summary = summary.copy()
     summary["best"], summary["significant"] = False, False
     ours = summary[~summary.get("reported", pd.Series(False, index=summary.index)).fillna(False)]
-    for _, group in ours.groupby(["dataset", "column"]):
+    preset = ours.get("preset", pd.Series("", index=ours.index)).fillna("")
+    for _, group in ours.groupby([ours.dataset, ours.column, preset]):
         metric = base_metric(group.base.iloc[0].split(".")[0])
         higher_is_better = METRICS.get(metric).higher_is_better
         ranked = group.dropna(subset=["mean"]).sort_values("mean", ascending=not higher_is_better)
-        if ranked.empty:  # undefined everywhere (DCI disentanglement of a single factor)
+        if len(ranked) < 2:  # nothing to be best of (or undefined everywhere)
             continue
         best = ranked.index[0]
         summary.loc[best, "best"] = True
@@ -412,9 +416,9 @@ def caption(summary: pd.DataFrame, latex: bool = True) -> str:
         undefined = " n/a: the metric is undefined there (one factor scored)."
     return (
         f"Mean {pm} standard deviation over seeds (number of seeds in parentheses); best of "
-        f"our rows in bold; {dagger}: the best differs from the runner-up by Welch's t-test "
-        f"at {p}; {up} higher is better, {down} lower. Rows marked reported are published "
-        "numbers."
+        f"two or more of our rows of one preset in bold; {dagger}: the best differs from the "
+        f"runner-up by Welch's t-test at {p}; {up} higher is better, {down} lower. Rows "
+        "marked reported are published numbers."
         f"{deviation}{undefined} "
         f"Columns: {'; '.join(named)}."
     )

@@ -43,7 +43,7 @@ def make_record(
     seed,
     metrics,
     distinguishing=(),
-    preset="ci",
+    preset=None,
     variant=None,
 ):
     """A complete record as `bench run` leaves it; ``metrics``: name -> (values, extra)."""
@@ -132,7 +132,8 @@ def test_exact_and_fast_dci_are_two_cells(tmp_path):
     assert summary.loc["DCI disent. (fast)", "mean"] == 0.7
     assert (summary.n == 1).all() and summary.row.nunique() == 1
     table = to_markdown(mark_best(summary.reset_index()))
-    assert "| **0.500** (1) " in table and "| **0.700** (1) " in table  # one seed: no ± 0.000
+    # One seed: no ± 0.000. One row: best of nothing, so not bold.
+    assert "| 0.500 (1) " in table and "| 0.700 (1) " in table and "**" not in table
 
 
 def test_tad_numbers_of_two_protocols_are_two_columns(tmp_path):
@@ -154,6 +155,20 @@ def test_seeds_rescored_with_other_hyperparameters_are_not_averaged(tmp_path):
     make_record(tmp_path, "d", "m", "aaa111", 1, rescored)
     summary = summarise(collect(tmp_path))
     assert len(summary) == 2 and (summary.n == 1).all()
+
+
+def test_a_cpu_preset_row_says_so_and_is_bold_only_against_its_own_preset(tmp_path):
+    make_record(tmp_path, "d", "beta_vae", "aaa111", 0, mig_of(0.9), preset="smoke")
+    make_record(tmp_path, "d", "dyga_sd", "bbb222", 0, mig_of(0.2))
+    make_record(tmp_path, "d", "sd", "ccc333", 0, mig_of(0.3))
+    summary = mark_best(summarise(collect(tmp_path))).set_index("row")
+    assert sorted(summary.index) == ["beta_vae (smoke preset)", "dyga_sd", "sd"]
+    # The smoke row's 0.9 is higher, but it is alone in its preset: the paper rows compete.
+    assert summary.best.to_dict() == {
+        "beta_vae (smoke preset)": False,
+        "dyga_sd": False,
+        "sd": True,
+    }
 
 
 def test_best_is_bold_and_significance_is_welchs_test(tmp_path):
