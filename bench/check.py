@@ -13,6 +13,7 @@ of another preset or other settings never stands in for it).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,18 +122,24 @@ def _why_missing(entry: dict[str, Any], table: pd.DataFrame) -> str:
 def _preset_of(entry: dict[str, Any]) -> str | None:
     """The preset whose settings (for the entry's method and dataset, no overrides) hash to
     the entry's config hash ("no" for none); None when no preset does."""
+    return _preset_hashes(entry["method"], entry["dataset"]).get(str(entry["config_hash"]))
+
+
+@functools.cache
+def _preset_hashes(method: str, dataset: str) -> dict[str, str]:
+    """Config hash -> preset ("no" for none) of ``method`` on ``dataset``: resolved once for
+    all the entries that ask."""
     try:
-        presets = known_presets(entry["method"])
+        presets = known_presets(method)
     except BenchError:  # a method no longer registered
-        return None
+        return {}
+    hashes = {}
     for preset in (None, *presets):
         try:
-            cfg = resolve_config(entry["method"], entry["dataset"], preset)
-        except BenchError:
+            hashes[config_hash(resolve_config(method, dataset, preset))] = preset or "no"
+        except BenchError:  # a preset this method or dataset does not take
             continue
-        if config_hash(cfg) == str(entry["config_hash"]):
-            return preset or "no"
-    return None
+    return hashes
 
 
 def diff_table(comparisons: list[Comparison]) -> str:

@@ -203,13 +203,13 @@ def sweep(
 def plan_lines(plan, kind: str, workers: int | None) -> list[str]:
     """What `bench sweep --dry-run` says it would do: shared stages first, then the runs."""
     from bench.store import COMPLETE
-    from bench.sweep import state_of, worker_plan
+    from bench.sweep import gpu_of, state_of, worker_plan
 
     todo = [spec for spec in plan.runs() if state_of(spec) != COMPLETE]
     lines = []
     if kind == "local":
         slots, gpus = worker_plan(plan, workers, log=lines.append)
-        where = [f"GPU {gpus[i % len(gpus)]}" if gpus else "CPU" for i in range(slots)]
+        where = [f"GPU {gpu_of(i, gpus)}" if gpus else "CPU" for i in range(slots)]
         lines.append(f"workers: {slots} ({', '.join(where)})")
     for number, wave in enumerate(plan.stage_waves(todo), start=1):
         for i, (stage, _) in enumerate(wave):

@@ -21,11 +21,11 @@ def global_rng_state() -> dict[str, Any]:
     }
 
 
-def set_global_rng_state(state: dict[str, Any], device: torch.device | None = None) -> list[str]:
+def set_global_rng_state(state: dict[str, Any], device: torch.device | None = None) -> str | None:
     """Put back what ``global_rng_state`` captured. CUDA's states go to as many devices as
     both the saved state and this process have: a run saved with 8 GPUs visible resumes in a
     one-GPU job. Returns, in words, what did not fit where it matters (the run trains on
-    CUDA: ``device`` now, or the ``noise_device`` a checkpoint records); empty when
+    CUDA: ``device`` now, or the ``noise_device`` a checkpoint records); None when
     everything was restored."""
     random.setstate(state["python"])
     kind, key, *rest = state["numpy"]
@@ -40,8 +40,8 @@ def set_global_rng_state(state: dict[str, Any], device: torch.device | None = No
         "noise_device"
     ) == "cuda"
     if uses_cuda and len(saved) != visible:
-        return [
+        return (
             f"CUDA random states were saved for {len(saved)} device(s) and {visible} are "
             f"visible now: {min(len(saved), visible)} restored"
-        ]
-    return []
+        )
+    return None

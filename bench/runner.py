@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -337,6 +337,7 @@ class SharedStage:
     path: Path  # its artifact record
     method: str  # the method that trains it
     below: tuple[Path, ...]  # the artifacts of the stages it builds on itself
+    stage: Stage = field(compare=False)  # as its run declares it (load_or_train_stage's)
 
     def depth(self, stages: dict[Path, SharedStage]) -> int:
         """0 for a stage on no other; else one more than the deepest stage below it."""
@@ -360,7 +361,7 @@ def shared_stages(cfg: DictConfig, data: Any, out: Path | str) -> list[SharedSta
             with torch.device("meta"):
                 below = walk(build_method(stage_cfg, data))
             path = stage_path(stage_cfg, out)
-            found.append(SharedStage(path, stage.method, tuple(below)))
+            found.append(SharedStage(path, stage.method, tuple(below), stage))
             paths.append(path)
         return paths
 
@@ -381,23 +382,13 @@ def train_shared_stage(
     and the stages below it, and nothing else: what a sweep runs before the runs that share
     the stage, so that none of them waits for another to train it."""
     cfg = resolve_config(method, dataset, preset, overrides, seed)
-    select_device(cfg.train.device)
+    device = select_device(cfg.train.device)
     data = datasets.load(cfg.dataset.name, **cfg.dataset.options)
-
-    def find(parent: Method) -> bool:
-        for stage in parent.stages():
-            stage_cfg = stage_config(stage, cfg)
-            if stage_path(stage_cfg, out) == Path(artifact):
-                load_or_train_stage(stage, cfg, data, out)
-                return True
-            with torch.device("meta"):
-                if find(build_method(stage_cfg, data)):
-                    return True
-        return False
-
-    with numerics(cfg.train, select_device(cfg.train.device)):
-        if not find(build_method(cfg, data)):
-            raise BenchError(f"{method} on {dataset} with these settings has no stage {artifact}")
+    wanted = [s for s in shared_stages(cfg, data, out) if s.path == Path(artifact)]
+    if not wanted:
+        raise BenchError(f"{method} on {dataset} with these settings has no stage {artifact}")
+    with numerics(cfg.train, device):
+        load_or_train_stage(wanted[0].stage, cfg, data, out)
     return Path(artifact)
 
 
@@ -420,13 +411,13 @@ def load_or_train_stage(
     model = build_method(stage_cfg, data)
     for below in model.stages():  # a stage built on stages: the chain resolves first
         model.attach_stage(below.name, load_or_train_stage(below, cfg, data, out, record))
-    problem = weights_problem(stage_record) if stage_record.is_complete() else "untrained"
+    problem = _stage_problem(stage_record)
     if problem is None:  # trained and verified: read without the claim, so that runs sharing
         load_model(model, str(stage_record.weights_file))  # it never queue to load it
     else:
         with Claim(stage_record.path, cfg.train.heartbeat_s, cfg.train.stale_after_s) as claim:
             claim.acquire(on_wait=lambda holder: _say_waiting(stage_record.path, holder))
-            problem = weights_problem(stage_record) if stage_record.is_complete() else "untrained"
+            problem = _stage_problem(stage_record)
             if problem is None:  # the holder we waited for trained it
                 load_model(model, str(stage_record.weights_file))
             else:
@@ -443,6 +434,12 @@ def load_or_train_stage(
         event = {"step": 0, "event": stage.name, "path": str(stage_record.path)}
         record.append_log({**event, "reused": problem is None})
     return model.requires_grad_(False).eval()
+
+
+def _stage_problem(record: RunRecord) -> str | None:
+    """Why a stage's artifact cannot be loaded ("untrained", or what is damaged); None when
+    it is trained and verifies."""
+    return weights_problem(record) if record.is_complete() else "untrained"
 
 
 def train_stage(

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import itertools
 import json
 import os
@@ -48,8 +47,6 @@ from omegaconf import OmegaConf
 from bench.claim import active_holder
 from bench.config import check_seed, config_hash, resolve_config
 from bench.fileio import atomic_write_json
-from bench.methods import METHODS
-from bench.methods.base import Method
 from bench.registry import BenchError
 from bench.store import COMPLETE, FAILED, PENDING, RunRecord, run_dir
 
@@ -73,6 +70,7 @@ class RunSpec:
     preset: str | None
     path: Path
     stages: tuple[Path, ...] = ()  # the artifacts of the shared stages it builds on
+    device: str = "auto"  # its train.device
 
     def command(self, out: Path, stage: Path | None = None) -> list[str]:
         """``bench run`` for this run; with ``stage``, for that shared stage of it alone."""
@@ -125,17 +123,22 @@ class Sweep:
                     for seed in self.seeds:
                         path = run_dir(self.out, dataset, method, run_hash, seed)
                         spec = RunSpec(
-                            method, dataset, seed, variant, overrides, self.preset, path, stages
+                            method,
+                            dataset,
+                            seed,
+                            variant,
+                            overrides,
+                            self.preset,
+                            path,
+                            stages,
+                            str(cfg.train.device),
                         )
                         specs.setdefault(path, spec)
             self._runs = list(specs.values())
         return self._runs
 
     def _shared_stages(self, cfg) -> tuple[Path, ...]:
-        """The artifacts of the stages a run of ``cfg`` builds on (none for most methods,
-        which are not built to find out)."""
-        if METHODS.get(cfg.method.name).stages is Method.stages:
-            return ()
+        """The artifacts of the stages a run of ``cfg`` builds on."""
         from bench.datasets import DATASETS
         from bench.runner import shared_stages
 
@@ -331,7 +334,8 @@ def _train_stages(sweep: Sweep, wave, slots: int, gpus: list[str], log) -> None:
                 stage.path.mkdir(parents=True, exist_ok=True)
                 command = spec.command(sweep.out, stage.path)
                 running[slot] = (_spawn(command, stage.path, slot, slots, gpus), stage)
-                log(f"training the shared {stage.method} stage {stage.path}{_gpu(slot, gpus)}")
+                on = f" on GPU {gpu_of(slot, gpus)}" if gpus else ""
+                log(f"training the shared {stage.method} stage {stage.path}{on}")
         time.sleep(0.2)
         for slot, (process, stage) in list(running.items()):
             if process.poll() is None:
@@ -343,8 +347,9 @@ def _train_stages(sweep: Sweep, wave, slots: int, gpus: list[str], log) -> None:
                 log(f"stage FAILED (exit {process.returncode}): {stage.path}/sweep.log")
 
 
-def _gpu(slot: int, gpus: list[str]) -> str:
-    return f" on GPU {gpus[slot % len(gpus)]}" if gpus else ""
+def gpu_of(slot: int, gpus: list[str]) -> str | None:
+    """The GPU worker ``slot`` takes (the workers take the visible GPUs in turn)."""
+    return gpus[slot % len(gpus)] if gpus else None
 
 
 def _work_through(sweep, queue, running, failed, slots, gpus, log) -> None:
@@ -411,7 +416,7 @@ def _spawn(command: list[str], folder: Path, slot: int, slots: int, gpus: list[s
     worker using all of them), its output appended to ``folder``/sweep.log."""
     env = dict(os.environ, OMP_NUM_THREADS=str(worker_threads(slots)))
     if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+        env["CUDA_VISIBLE_DEVICES"] = gpu_of(slot, gpus)
     with open(folder / "sweep.log", "a") as handle:
         return subprocess.Popen(command, env=env, stdout=handle, stderr=handle)
 
@@ -486,23 +491,16 @@ def slurm_parameters(sweep: Sweep, log=print) -> dict[str, Any]:
 def resolve_device_setting(spec: RunSpec) -> str:
     """ "cuda", "cpu" or "auto": where a run's ``train.device`` sends it, as seen from here
     (auto is cuda when this machine has a GPU)."""
-    device = _device_setting(spec.method, spec.dataset, spec.preset, spec.overrides)
-    if device == "auto":
+    if spec.device == "auto":
         return "cuda" if _visible_gpus() else "auto"
-    return "cuda" if device.startswith("cuda") else device
-
-
-@functools.cache
-def _device_setting(method: str, dataset: str, preset: str | None, overrides: tuple) -> str:
-    """``train.device`` of a configuration (every seed of it: resolved once)."""
-    return str(resolve_config(method, dataset, preset, overrides, 0).train.device)
+    return "cuda" if spec.device.startswith("cuda") else spec.device
 
 
 def on_gpu(spec: RunSpec) -> RunSpec:
     """``spec`` trained on CUDA: a job given a GPU fails in one line on a node where torch
     sees none, instead of training on its CPU unnoticed (``train.device`` is not part of the
     run's identity)."""
-    if _device_setting(spec.method, spec.dataset, spec.preset, spec.overrides) != "auto":
+    if spec.device != "auto":
         return spec
     return dataclasses.replace(spec, overrides=(*spec.overrides, "train.device=cuda"))
 

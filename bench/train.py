@@ -351,20 +351,24 @@ AUTOCAST_DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16
 def check_precision(method: Method, train_cfg: DictConfig, device: torch.device) -> Precision:
     """The precision the run trains in: ``train.precision`` on CUDA (autocast; the places the
     authors keep in fp32 stay so), fp32 on other devices, with a note when that differs."""
-    precision = Precision(train_cfg.precision)
-    if precision is Precision.fp16 and method.steps_itself:
+    asked, precision = Precision(train_cfg.precision), training_precision(train_cfg, device)
+    if asked is Precision.fp16 and method.steps_itself:
         raise BenchError(
             f"train.precision=fp16 scales the loop's losses, and {method.config.name} runs its "
             "own backward passes; use train.precision=bf16 or fp32"
         )
-    if precision is not Precision.fp32 and device.type != "cuda":
+    if precision is not asked:
         tqdm.write(
-            f"note: train.precision={precision.value} applies on CUDA; training on "
+            f"note: train.precision={asked.value} applies on CUDA; training on "
             f"{device.type} in fp32",
             file=sys.stderr,
         )
-        return Precision.fp32
     return precision
+
+
+def training_precision(train_cfg: DictConfig, device: torch.device) -> Precision:
+    """``train.precision`` on CUDA; fp32 elsewhere (autocast is for the GPU)."""
+    return Precision(train_cfg.precision) if device.type == "cuda" else Precision.fp32
 
 
 @contextmanager
@@ -389,12 +393,10 @@ def numerics(train_cfg: DictConfig, device: torch.device) -> Iterator[dict[str, 
         torch.use_deterministic_algorithms(True)
     else:  # cuDNN times its kernels once per shape and keeps the fastest
         torch.backends.cudnn.benchmark = device.type == "cuda"
-    precision = Precision(train_cfg.precision)
-    trains_in = precision if device.type == "cuda" else Precision.fp32
     try:
         yield {
-            "precision": trains_in.value,
-            "precision_setting": precision.value,
+            "precision": training_precision(train_cfg, device).value,
+            "precision_setting": Precision(train_cfg.precision).value,
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
             "tf32_cudnn": torch.backends.cudnn.allow_tf32,
             "deterministic": bool(train_cfg.deterministic),
@@ -511,12 +513,12 @@ def train(
     step = 0
     checkpoint = newest_usable(record.checkpoints_dir)
     if checkpoint is not None:
-        step, notes = load_checkpoint(
+        step, note = load_checkpoint(
             checkpoint, method, optimizer, ema, noise, own_optimizers, device, cfg.seed, scaler
         )
         record.truncate_log(step)
         tqdm.write(f"resuming {record.path} from step {step}", file=sys.stderr)
-        for note in notes:
+        if note is not None:
             tqdm.write(f"note: {note}", file=sys.stderr)
             record.append_log({"step": step, "event": "resumed", "note": note})
     else:  # draws from torch's global generator (dropout) start from the seed, whether or
@@ -671,22 +673,21 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     ema: EMAModel | None,
     noise: torch.Generator,
-    own_optimizers: dict[str, torch.optim.Optimizer] | None = None,
-    device: torch.device | None = None,
-    seed: int = 0,
+    own_optimizers: dict[str, torch.optim.Optimizer],
+    device: torch.device,
+    seed: int,
     scaler: torch.amp.GradScaler | None = None,
-) -> tuple[int, list[str]]:
+) -> tuple[int, str | None]:
     """Restore everything ``save_checkpoint`` wrote, every tensor onto ``device`` (the run's:
-    the file may have been written on another); returns the step to continue from and notes
-    on what could not be restored exactly (random states of another kind or number of
-    devices)."""
+    the file may have been written on another); returns the step to continue from and, when
+    random states of another kind or number of devices could not be restored exactly, a
+    note saying so."""
     checkpoint = load_checkpoint_file(path)
-    device = device or next(iter(method.parameters()), torch.empty(0)).device
     step = int(checkpoint["step"])
     method.load_state_dict(checkpoint["model"])  # copied into tensors already on the device
     if optimizer is not None:  # torch moves optimizer state to its parameters' device
         optimizer.load_state_dict(checkpoint["optimizer"])
-    for name, own in (own_optimizers or {}).items():
+    for name, own in own_optimizers.items():
         own.load_state_dict(checkpoint["own_optimizers"][name])
     if ema is not None:  # diffusers keeps the shadow weights where torch.load put them
         ema.load_state_dict(checkpoint["ema"])
@@ -694,7 +695,8 @@ def load_checkpoint(
     if scaler is not None and checkpoint.get("scaler"):
         scaler.load_state_dict(checkpoint["scaler"])
     rng = checkpoint["rng"]
-    notes = set_global_rng_state(rng, device)
+    unfit = set_global_rng_state(rng, device)
+    notes = [] if unfit is None else [unfit]
     try:
         noise.set_state(rng["noise"])
     except RuntimeError:  # a generator of another kind of device: a state of another size
@@ -704,9 +706,9 @@ def load_checkpoint(
             f"the method's generator was saved on {saved} and this run trains on "
             f"{device.type}: it is re-seeded from (seed, step)"
         )
-    if notes:
-        notes = [
-            f"{'; '.join(notes)}; the resumed run is no longer bit-identical to an "
-            "uninterrupted one"
-        ]
-    return step, notes
+    if not notes:
+        return step, None
+    return (
+        step,
+        f"{'; '.join(notes)}; the resumed run is no longer bit-identical to an uninterrupted one",
+    )

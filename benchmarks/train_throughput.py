@@ -56,6 +56,7 @@ from bench.train import (
     step_optimizers,
     train,
 )
+from bench.train import compiled as compiled_for_training
 
 REFIT_TOKENS = 48_000
 
@@ -159,57 +160,58 @@ def time_steps(
     """Timed steps ``first + 1 …`` of a method that steps itself, on two fixed batches."""
     model, cfg = paper_model(method, device)
     model.train()
-    if compiled:  # static shapes: every step has the same batch
-        for child in model.children():
-            child.compile(dynamic=False)
-    optimizer, own, parameters = build_optimizers(model, cfg.train)  # as the loop does
-    ema, averaged = run_ema(model, cfg.train)
-    data = bench.datasets.load("shapes3d-procedural")
-    columns = label_columns(data, model.labeled_factors()) if model.labeled_factors() else None
-    rng = np.random.default_rng(0)
-    rows = [rng.choice(len(data), batch_size, replace=False) for _ in range(2)]
-    batches = [
-        torch.from_numpy(data.images(r)).to(device).permute(0, 3, 1, 2).float().div(255)
-        for r in rows
-    ]
-    labels = [
-        () if columns is None else (torch.from_numpy(data.factors_of(r)[:, columns]).to(device),)
-        for r in rows
-    ]
-    generator = torch.Generator(device).manual_seed(0)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    # As the loop compiles (train.compile): its trainable submodules, static shapes.
+    with compiled_for_training(model, compiled):
+        optimizer, own, parameters = build_optimizers(model, cfg.train)  # as the loop does
+        ema, averaged = run_ema(model, cfg.train)
+        data = bench.datasets.load("shapes3d-procedural")
+        columns = label_columns(data, model.labeled_factors()) if model.labeled_factors() else None
+        rng = np.random.default_rng(0)
+        rows = [rng.choice(len(data), batch_size, replace=False) for _ in range(2)]
+        batches = [
+            torch.from_numpy(data.images(r)).to(device).permute(0, 3, 1, 2).float().div(255)
+            for r in rows
+        ]
+        labels = [
+            ()
+            if columns is None
+            else (torch.from_numpy(data.factors_of(r)[:, columns]).to(device),)
+            for r in rows
+        ]
+        generator = torch.Generator(device).manual_seed(0)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
 
-    def step(index: int, i: int) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            if optimizer is None:
-                model.train_step(batches[i], generator, index, own, *labels[i])
-            else:
-                loss, _ = model.training_loss(batches[i], generator, *labels[i])
-                losses = loss if isinstance(loss, dict) else {RUN_LOSS: loss}
-                step_optimizers(losses, parameters, optimizer, own, index, cfg.train)
-        if ema is not None:
-            ema.step(averaged)
+        def step(index: int, i: int) -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                if optimizer is None:
+                    model.train_step(batches[i], generator, index, own, *labels[i])
+                else:
+                    loss, _ = model.training_loss(batches[i], generator, *labels[i])
+                    losses = loss if isinstance(loss, dict) else {RUN_LOSS: loss}
+                    step_optimizers(losses, parameters, optimizer, own, index, cfg.train)
+            if ema is not None:
+                ema.step(averaged)
 
-    start = time.perf_counter()
-    step(first, 0)  # warm-up: allocations, cuDNN choices, compilation
-    sync(device)
-    warmup = time.perf_counter() - start
-    start = time.perf_counter()
-    for i in range(steps):
-        step(first + 1 + i, i % 2)
-    sync(device)
-    seconds = (time.perf_counter() - start) / steps
-    return {
-        "bf16": amp,
-        "compile": compiled,
-        "batch_size": batch_size,
-        "timed": "steps on fixed batches",
-        "step_s": round(seconds, 4),
-        "images_per_s": round(batch_size / seconds, 1),
-        "first_step_s": round(warmup, 2),
-        "peak_memory_mib": round(peak_memory_mib(device), 1),
-    }
+        start = time.perf_counter()
+        step(first, 0)  # warm-up: allocations, cuDNN choices, compilation
+        sync(device)
+        warmup = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(steps):
+            step(first + 1 + i, i % 2)
+        sync(device)
+        seconds = (time.perf_counter() - start) / steps
+        return {
+            "bf16": amp,
+            "compile": compiled,
+            "batch_size": batch_size,
+            "timed": "steps on fixed batches",
+            "step_s": round(seconds, 4),
+            "images_per_s": round(batch_size / seconds, 1),
+            "first_step_s": round(warmup, 2),
+            "peak_memory_mib": round(peak_memory_mib(device), 1),
+        }
 
 
 def time_refit(device: torch.device) -> dict:
