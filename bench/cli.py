@@ -60,6 +60,7 @@ def run(
     ] = None,
 ) -> None:
     """Train, evaluate and record one run (resumes an interrupted one)."""
+    check_run_request(method, dataset, preset, seed)
     if print_config:
         from bench.config import config_hash, resolve_config, to_yaml
 
@@ -110,6 +111,21 @@ def run(
         values = ", ".join(f"{k}={v:.4f}" for k, v in result["values"].items())
         typer.echo(f"{name}: {values}")
     typer.echo(f"record: {record.path}")
+
+
+def check_run_request(method: str, dataset: str, preset: str | None, seed: int) -> None:
+    """The names and the seed of a run, checked before torch is imported: a typo that
+    `bench ls` would reject at once is rejected at once."""
+    from bench.datasets import DATASETS
+    from bench.methods import METHODS
+
+    METHODS.entry(method)
+    DATASETS.entry(dataset)
+    from bench.config import check_preset, check_seed  # reads the metric registry: ~1 s
+
+    check_seed(seed)
+    if preset is not None:
+        check_preset(method, preset)
 
 
 @app.command()
@@ -260,10 +276,8 @@ def report(
         runs, out, published if reported else None, all_keys, columns, layout, per_dataset
     )
     typer.echo((out / "table.md").read_text())
-    files = [v for k, v in written.items() if k != "notes"]
+    files = [v for k, v in written.items() if k != "notes"]  # the notes are in table.md
     typer.echo(f"wrote {len(files)} files to {out}; `pdflatex report.tex` there renders the tables")
-    for note in written["notes"]:
-        typer.echo(note)
 
 
 @app.command()
@@ -330,7 +344,8 @@ def eval_run(
         typer.Option(help="exact (dlib's numbers) or fast (approximate DCI, stamped as such)."),
     ] = None,
 ) -> None:
-    """Re-score finished runs; metrics.json keeps each result as it finishes."""
+    """Re-score finished runs; metrics.json keeps each result as it finishes, and
+    metrics_replaced.jsonl every score a re-scoring replaces."""
     from bench.runner import evaluate_run
     from bench.store import find_runs
 

@@ -220,10 +220,8 @@ def resolve_config(
         # The method's settings for one dataset (e.g. DyGA+SD's batch 64 on CelebA).
         cfg = _merge(cfg, per_dataset.get(name) or {}, f"{method} settings for {name}")
     if preset is not None:
+        check_preset(method, preset)
         preset_file = CONFIG_DIR / "presets" / f"{preset}.yaml"
-        if not preset_file.is_file() and preset not in presets:
-            known = ", ".join(known_presets(method))
-            raise BenchError(f"unknown preset {preset!r}; known presets: {known}")
         preset_layer = _read_yaml(preset_file)
         preset_datasets = preset_layer.pop("datasets", {})
         cfg = _merge(cfg, preset_layer, f"preset {preset!r}")
@@ -245,6 +243,15 @@ def known_presets(method: str) -> list[str]:
     """The presets ``method`` can run with: configs/presets/ and its own ``presets:``."""
     own = _method_layer(method).get("presets", {})
     return sorted({p.name[: -len(".yaml")] for p in _yaml_files("presets")} | set(own))
+
+
+def check_preset(method: str, preset: str) -> None:
+    """``preset`` is one ``method`` can run with, or a one-line error listing those."""
+    known = known_presets(method)
+    if preset not in known:
+        close = difflib.get_close_matches(preset, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise BenchError(f"unknown preset {preset!r}{hint}; known presets: {', '.join(known)}")
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str], allowed_prefix: str = "") -> DictConfig:

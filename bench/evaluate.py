@@ -14,6 +14,7 @@ dataset and a numpy-out function giving the images the model generates for its r
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +34,7 @@ from bench.metrics.utils import unit_slices
 from bench.progress import Progress, progress_messages
 from bench.registry import BenchError
 from bench.rng import global_rng_state, set_global_rng_state
-from bench.store import RunRecord
+from bench.store import RunRecord, scoring_settings, settings_changes
 
 # Metrics that ask for millions of images (15,000 batches of 64 or 128): with them in the
 # battery, encoding the whole dataset up front is cheaper than encoding on demand.
@@ -189,14 +190,27 @@ def evaluate(
     method.eval()
     table = CodeTable(dataset, method, device, eval_cfg.batch_size)
     done = record.metrics()
-    for name, result in score_battery(method, dataset, eval_cfg, device, done, table=table):
-        record.write_metric(name, result)
-    for subset, spec in method.score_subsets().items():
-        for name, result in score_subset(
-            method, dataset, eval_cfg, device, done, spec, subset, table
-        ):
-            record.write_metric(name, result)
+    scored = score_battery(method, dataset, eval_cfg, device, done, table=table)
+    subsets = (
+        score_subset(method, dataset, eval_cfg, device, done, spec, subset, table)
+        for subset, spec in method.score_subsets().items()
+    )
+    for name, result in itertools.chain(scored, *subsets):
+        earlier = record.write_metric(name, result)
+        if earlier is not None:
+            print(replacement_line(name, earlier, result), file=sys.stderr)
     return record.metrics()
+
+
+def replacement_line(name: str, earlier: dict[str, Any], result: dict[str, Any]) -> str:
+    """What a re-scoring replaced, in words: the earlier values and the settings that
+    changed."""
+    values = ", ".join(f"{k} {v:.4f}" for k, v in earlier.get("values", {}).items())
+    changes = settings_changes(scoring_settings(earlier), scoring_settings(result))
+    return (
+        f"{name}: re-scored with {'; '.join(changes) or 'the same settings'}; replaces "
+        f"{values or 'an earlier score'}, kept in metrics_replaced.jsonl"
+    )
 
 
 def score_subset(

@@ -3,10 +3,11 @@ and a page of each run's pictures. Reads records only, never models.
 
 The tidy table has one row per (run, metric, key). In the summary table a row is one
 *configuration*: runs that differ only in their seed. Runs of one method with different
-settings (a config hash of their own, or metrics scored with other hyperparameters) are
-separate rows, labelled by what sets them apart: the sweep variant, else the overrides that
-differ from the method's defaults (``beta_vae (method.beta=8.0)``). Columns are (dataset,
-metric key), and a column never mixes profiles (exact and fast DCI) or metric versions. Each
+settings (a config hash of their own) are separate rows, labelled by what sets them apart:
+the sweep variant, else the overrides that differ from the method's defaults
+(``beta_vae (method.beta=8.0)``). Columns are (dataset, metric key), and a column never
+mixes profiles (exact and fast DCI), metric versions or hyperparameters: a seed re-scored
+with other settings (``bench eval``) has a column of its own, named by them. Each
 cell is mean ± std over the row's seeds with the seed count, the best mean per column in bold
 (by the metric's higher_is_better), and a dagger where Welch's t-test separates the best from
 the runner-up at p < 0.05.
@@ -31,7 +32,14 @@ from bench.datasets import STANDS_IN_FOR
 from bench.fileio import atomic_path, atomic_write_text
 from bench.metrics import METRICS
 from bench.registry import BenchError
-from bench.store import COMPLETE, DEVIATION_MARK, RunRecord, find_runs, run_label
+from bench.store import (
+    COMPLETE,
+    DEVIATION_MARK,
+    RunRecord,
+    find_runs,
+    run_label,
+    scoring_settings,
+)
 
 # The key each metric contributes to the summary table (the one papers report).
 HEADLINE = {
@@ -62,7 +70,7 @@ SHORT = {
 COLUMNS = [
     "sweep", "variant", "preset", "overrides", "deviation", "supervision", "dataset", "method",
     "config_hash",
-    "seed", "metric", "key", "value", "version", "profile", "protocol", "settings", "protocol_id",
+    "seed", "metric", "key", "value", "version", "profile", "protocol", "scoring", "protocol_id",
     "path",
 ]  # fmt: skip
 SIGNIFICANCE = 0.05
@@ -93,6 +101,8 @@ def short_name(column: str) -> str:
 
 # How a metric was scored, beyond the profile and version a column already names.
 SCORING_KEYS = ("hyperparams", "random_seed", "protocol")
+# The settings a column names in words when one metric was scored several ways here.
+WORDED_KEYS = ("hyperparams", "random_seed")
 
 
 def metric_settings_id(result: dict[str, Any], keys: tuple[str, ...] = SCORING_KEYS) -> str:
@@ -129,7 +139,9 @@ def collect(runs: Path) -> pd.DataFrame:
                         "version": str(result.get("version")),
                         "profile": result.get("profile", "exact"),
                         "protocol": result.get("protocol") or "",
-                        "settings": metric_settings_id(result),
+                        "scoring": json.dumps(
+                            scoring_settings(result, WORDED_KEYS), sort_keys=True, default=str
+                        ),
                         "protocol_id": metric_settings_id(
                             result, ("version", "profile", *SCORING_KEYS)
                         ),
@@ -137,20 +149,20 @@ def collect(runs: Path) -> pd.DataFrame:
                     }
                 )
     return pd.DataFrame(rows, columns=COLUMNS).fillna(
-        {"preset": "", "overrides": "", "protocol": "", "supervision": ""}
+        {"preset": "", "overrides": "", "protocol": "", "supervision": "", "scoring": "{}"}
     )
 
 
 def with_rows(results: pd.DataFrame) -> pd.DataFrame:
     """``results`` with ``row``: one label per configuration. Runs share a row only when they
-    share dataset-independent settings, a config hash per dataset and how each metric was
-    scored; labels gain the preset, then the config hash, then the metric settings where
-    that is what tells two configurations apart."""
+    share dataset-independent settings and a config hash per dataset; labels gain the
+    preset, then the config hash where that is what tells two configurations apart. (Seeds
+    of a row scored in different ways go to different columns: ``column_names``.)"""
     data = results.copy()
     if "row" in data:  # labelled already (a report's results.csv, or a second caller)
         return data
     if data.empty:
-        return data.assign(row=[], scoring=[])
+        return data.assign(row=[])
     overrides = [tuple(o.split(", ")) if o else () for o in data.overrides]
     data["row"] = [
         run_label(m, o, v) for m, o, v in zip(data.method, overrides, data.variant, strict=True)
@@ -178,16 +190,12 @@ def with_rows(results: pd.DataFrame) -> pd.DataFrame:
     # What was still ambiguous (records without run.json): the config hash tells them apart.
     clash = data.groupby(["dataset", "row"]).config_hash.transform("nunique") > 1
     data.loc[clash, "row"] = data.row[clash] + " #" + data.config_hash[clash].str[:6]
-    # Seeds of one configuration re-scored with other metric settings (bench eval).
-    run_scoring = data.groupby("path").settings.transform(lambda s: "".join(sorted(set(s))))
-    data["scoring"] = [hashlib.sha256(s.encode()).hexdigest()[:6] for s in run_scoring]
-    clash = data.groupby(["dataset", "row"]).scoring.transform("nunique") > 1
-    data.loc[clash, "row"] = data.row[clash] + " (metrics " + data.scoring[clash] + ")"
     return data
 
 
 def configurations_note(results: pd.DataFrame) -> list[str]:
-    """One line per (method, dataset) whose runs here are of several configurations."""
+    """One line per (method, dataset) whose runs here are of several configurations, and one
+    per configuration whose seeds were scored in different ways (one column each)."""
     lines = []
     data = with_rows(results)
     for (method, dataset), group in data.groupby(["method", "dataset"]):
@@ -196,6 +204,19 @@ def configurations_note(results: pd.DataFrame) -> list[str]:
             lines.append(
                 f"{method}: {len(rows)} configurations on {dataset}, one row each: "
                 + "; ".join(rows)
+            )
+    data = data.assign(column=column_names(data))
+    for (row, dataset, metric), group in data.groupby(["row", "dataset", "metric"]):
+        ways = group.drop_duplicates(["seed", "column"]).groupby("column").seed.apply(sorted)
+        if len(ways) > 1:
+            seeds = "; ".join(
+                f"{column}: seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}"
+                for column, s in sorted(ways.items(), key=lambda way: way[1])
+            )
+            lines.append(
+                f"{row} on {dataset}: {metric} was scored {len(ways)} ways, one column each "
+                f"({seeds}); `bench eval` the other seeds with the same settings to average "
+                "them"
             )
     return lines
 
@@ -210,7 +231,22 @@ def column_names(data: pd.DataFrame) -> pd.Series:
     # Numbers of different protocols (TAD's grid step) are never in one column.
     names = names.where(data.protocol == "", names + " [" + data.protocol + "]")
     versions = data.assign(name=names).groupby("name").version.transform("nunique")
-    return names.where(versions <= 1, names + " v" + data.version)
+    names = names.where(versions <= 1, names + " v" + data.version)
+    # One metric scored with other hyperparameters (a seed re-scored by bench eval): a
+    # column per way, named by the settings that differ.
+    scoring = data.get("scoring", pd.Series("{}", index=data.index)).fillna("{}")
+    for name, ways in scoring.groupby(names.copy()):
+        if ways.nunique() > 1:
+            worded = differing_settings([json.loads(w) for w in ways.unique()])
+            for way, words in zip(ways.unique(), worded, strict=True):
+                names[(names == name) & (scoring == way)] = f"{name} [{words}]"
+    return names
+
+
+def differing_settings(ways: list[dict[str, Any]]) -> list[str]:
+    """``num_train=200`` per way: the settings whose values differ among ``ways``."""
+    keys = sorted({k for w in ways for k in w if len({json.dumps(x.get(k)) for x in ways}) > 1})
+    return [", ".join(f"{k}={w.get(k)}" for k in keys) for w in ways]
 
 
 def summarise(
@@ -414,14 +450,17 @@ def caption(summary: pd.DataFrame, latex: bool = True) -> str:
     undefined = ""
     if summary["mean"].isna().any():
         undefined = " n/a: the metric is undefined there (one factor scored)."
-    return (
-        f"Mean {pm} standard deviation over seeds (number of seeds in parentheses); best of "
-        f"two or more of our rows of one preset in bold; {dagger}: the best differs from the "
-        f"runner-up by Welch's t-test at {p}; {up} higher is better, {down} lower. Rows "
-        "marked reported are published numbers."
-        f"{deviation}{undefined} "
-        f"Columns: {'; '.join(named)}."
-    )
+    # Each mark is explained only where the table has one.
+    marks = [f"Mean {pm} standard deviation over seeds (number of seeds in parentheses)"]
+    if summary.get("best", pd.Series(False, index=summary.index)).any():
+        marks.append("best of two or more of our rows of one preset in bold")
+    if summary.get("significant", pd.Series(False, index=summary.index)).any():
+        marks.append(f"{dagger}: the best differs from the runner-up by Welch's t-test at {p}")
+    marks.append(f"{up} higher is better, {down} lower.")
+    reported = ""
+    if summary.get("reported", pd.Series(False, index=summary.index)).fillna(False).any():
+        reported = " Rows marked reported are published numbers."
+    return f"{'; '.join(marks)}{reported}{deviation}{undefined} Columns: {'; '.join(named)}."
 
 
 def to_latex(summary: pd.DataFrame, layout: str = "fit", label: str = "tab:drlbench") -> str:

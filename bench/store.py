@@ -14,6 +14,8 @@ Layout of a run folder, ``<out>/<dataset>/<method>/<config-hash>/seed<k>/``::
                        a method's score subsets as ``<metric>/<subset>`` (DisUnknown's
                        ``mig/unknown``: the unlabelled factors on its unknown code)
     metrics_history.jsonl  with eval.every=N: a cheap battery every N training steps
+    metrics_replaced.jsonl every score a re-scoring (``bench eval`` with other settings)
+                       replaced in metrics.json, oldest first: nothing scored is ever lost
     run.json           how the run was asked for: method, dataset, seed, preset, and the
                        overrides that set it apart from the method's defaults (its label);
                        deviations from the authors' code, and a weakly supervised method's
@@ -55,6 +57,28 @@ def run_label(method: str, overrides: list[str] | tuple[str, ...] = (), variant:
     if variant and variant != "default":
         return f"{method} [{variant}]"
     return f"{method} ({', '.join(overrides)})" if overrides else method
+
+
+# What says how a metrics.json result was scored, beside its values and provenance.
+SCORING_SETTINGS = ("version", "profile", "hyperparams", "random_seed", "reduce", "pca_rows")
+
+
+def scoring_settings(result: dict[str, Any], keys: tuple[str, ...] = SCORING_SETTINGS) -> dict:
+    """How a metrics.json result was scored, flat: its ``keys``, hyperparameters by name."""
+    flat = {}
+    for key in keys:
+        value = result.get(key)
+        if key == "hyperparams":
+            flat.update(value or {})
+        else:
+            flat[key] = value
+    return flat
+
+
+def settings_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """``num_train 10000 → 200`` for every flat setting that differs, by name."""
+    names = sorted(set(before) | set(after))
+    return [f"{n} {before.get(n)} → {after.get(n)}" for n in names if before.get(n) != after.get(n)]
 
 
 def run_dir(out: Path, dataset: str, method: str, config_hash: str, seed: int) -> Path:
@@ -105,6 +129,7 @@ class RunRecord:
     weights_file = property(lambda self: self.path / "model.safetensors")
     identity_file = property(lambda self: self.path / "run.json")
     history_file = property(lambda self: self.path / "metrics_history.jsonl")
+    replaced_file = property(lambda self: self.path / "metrics_replaced.jsonl")
     sweep_file = property(lambda self: self.path / "sweep.json")
 
     def identity(self) -> dict[str, Any]:
@@ -171,7 +196,17 @@ class RunRecord:
     def metrics(self) -> dict[str, Any]:
         return read_json(self.metrics_file) or {}
 
-    def write_metric(self, name: str, record: dict[str, Any]) -> None:
+    def write_metric(self, name: str, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Puts ``record`` in metrics.json as ``name``; an earlier result it replaces is
+        appended to metrics_replaced.jsonl first, and returned."""
         metrics = self.metrics()
+        earlier = metrics.get(name)
+        if earlier is not None:
+            _append_line(self.replaced_file, {"metric": name, **earlier})
         metrics[name] = record
         atomic_write_json(self.metrics_file, metrics)
+        return earlier
+
+    def replaced_metrics(self) -> list[dict[str, Any]]:
+        """Every result a re-scoring replaced, oldest first, each with its ``metric``."""
+        return _read_lines(self.replaced_file)

@@ -2,8 +2,10 @@
 
     python benchmarks/smoke_run.py [--method dyga_sd] [--dataset shapes3d-procedural]
     python benchmarks/smoke_run.py --dataset shapes3d-attributes --random-inception
+    python benchmarks/smoke_run.py --method beta_vae --dataset dsprites-procedural --keep runs-smoke
 
-Runs ``bench run ... --preset smoke`` in a child process with a new output folder, then
+Runs ``bench run ... --preset smoke`` in a child process with a new output folder (kept
+under ``--keep``, with the run's pictures, instead of a temporary one), then
 prints a table and writes ``benchmarks/results/smoke_run-<method>[-<dataset>]-<host>.json``
 (the dataset named when it is not the default).
 
@@ -49,9 +51,14 @@ def main() -> None:
         action="store_true",
         help="FID features from a random-weight Inception-v3: its cost, meaningless values",
     )
+    parser.add_argument("--keep", type=Path, help="keep the record under this new folder")
     args = parser.parse_args()
+    if args.keep is not None and args.keep.exists():
+        parser.error(f"--keep {args.keep}: the folder exists; name a new one (a fresh record)")
 
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as temporary:
+        out = str(args.keep or temporary)
+        Path(out).mkdir(parents=True, exist_ok=True)
         command = ["bench"]
         if args.random_inception:
             placeholder = Path(out) / "placeholder-inception.pth"

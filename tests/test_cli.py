@@ -36,6 +36,32 @@ def ls_without_torch(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["--method", "dyga_sdd", "--dataset", "shapes3d"], "unknown method 'dyga_sdd' (did"),
+        (["--method", "sd", "--dataset", "shapes3dd"], "unknown dataset 'shapes3dd' (did"),
+        (["--method", "sd", "--dataset", "shapes3d", "--preset", "smok"], "preset 'smok' (did"),
+        (["--method", "sd", "--dataset", "shapes3d", "--seed", "-1"], "--seed -1: a seed is"),
+    ],
+)
+def test_run_rejects_a_typo_before_importing_torch(tmp_path, args, error):
+    code = (
+        "import sys\n"
+        "from bench.cli import main\n"
+        f"sys.argv = ['bench', 'run', *{args!r}, '--out', {str(tmp_path)!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 2, e.code\n"
+        "assert 'torch' not in sys.modules, 'bench run imported torch first'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("error: ") and error in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("kind", ["methods", "metrics", "datasets"])
 def test_ls_lists_without_importing_torch(kind):
     result = ls_without_torch(kind)
@@ -248,14 +274,17 @@ def test_two_configurations_are_listed_rescored_and_reported_apart(tmp_path):
     # Both folders re-scored at once with an eval.* override, as `bench run` takes it.
     rescore = bench_cli("eval", str(runs), "eval.hyperparams.mig.num_train=200")
     assert rescore.returncode == 0, rescore.stderr
+    assert rescore.stderr.count("mig: re-scored with num_train 300 → 200; replaces") == 2
     for metrics in runs.glob("**/metrics.json"):
         assert json.loads(metrics.read_text())["mig"]["hyperparams"]["num_train"] == 200
+        earlier = [json.loads(line) for line in (metrics.parent / "metrics_replaced.jsonl").open()]
+        assert [e["hyperparams"]["num_train"] for e in earlier] == [300]
 
     report = bench_cli("report", str(runs), "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr
     table = (tmp_path / "report" / "table.md").read_text()
     assert "method.beta=2.0, train.steps=6)" in table and "method.beta=8.0, train.steps=6)" in table
-    assert "beta_vae: 2 configurations on dsprites-procedural" in report.stdout
+    assert report.stdout.count("beta_vae: 2 configurations on dsprites-procedural") == 1
 
 
 def test_ls_runs_does_not_import_torch(tmp_path):

@@ -78,7 +78,10 @@ def test_unknown_names_and_presets():
         match="known datasets: cars3d, celeba, dsprites, dsprites-procedural, mpi3d",
     ):
         resolve_config("beta_vae", "nope")
-    with pytest.raises(BenchError, match="unknown preset 'smok'; known presets: ci, paper, smoke"):
+    with pytest.raises(
+        BenchError,
+        match=r"unknown preset 'smok' \(did you mean 'smoke'\?\); known presets: ci, paper, smoke",
+    ):
         resolve(preset="smok")
 
 

@@ -115,17 +115,26 @@ def test_evaluation_ignores_gin_bindings_made_earlier_in_the_process(tmp_path):
         assert bound[name]["values"] == clean[name]["values"], name
 
 
-def test_finished_metrics_are_kept_and_changed_settings_rescored(tmp_path):
+def test_finished_metrics_are_kept_and_changed_settings_rescored(tmp_path, capsys):
     data, method = FactorGrid((3, 4)), Elementwise(ElementwiseConfig(), (1, 1, 2))
     record = RunRecord(tmp_path)
     evaluate(method, data, eval_cfg(metrics=["mig"]), record, torch.device("cpu"))
     first = record.metrics()["mig"]
     evaluate(method, data, eval_cfg(metrics=["mig"]), record, torch.device("cpu"))
     assert record.metrics()["mig"]["seconds"] == first["seconds"]  # not scored again
+    assert record.replaced_metrics() == []
+    capsys.readouterr()
     changed = eval_cfg(metrics=["mig"], hyperparams={"mig": {"num_train": 300}})
     evaluate(method, data, changed, record, torch.device("cpu"))
     assert record.metrics()["mig"]["hyperparams"]["num_train"] == 300
     assert first["profile"] == "exact" and first["hyperparams"]["num_bins"] == 20
+    # The earlier score is kept, and the re-scoring said what it replaced, in words.
+    assert record.replaced_metrics() == [{"metric": "mig", **first}]
+    mig = first["values"]["discrete_mig"]
+    assert (
+        f"mig: re-scored with num_train {first['hyperparams']['num_train']} → 300; "
+        f"replaces discrete_mig {mig:.4f}, kept in metrics_replaced.jsonl"
+    ) in capsys.readouterr().err.splitlines()
 
 
 def test_pca1_keeps_mig_of_a_flat_code(tmp_path):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 import bench.datasets
@@ -57,6 +59,13 @@ def test_method_conformance(name, tmp_path):
     assert all(torch.equal(weights[k], again[k]) for k in weights), "same seed, other numbers"
     other_seed = run(name, "dsprites-procedural", "smoke", overrides, seed=1, out=tmp_path / "c")
     assert any(not torch.equal(weights[k], load_file(other_seed.weights_file)[k]) for k in weights)
+
+    # Every picture says what it shows; all but a page of samples label its rows and columns.
+    for picture in (first.path / "pictures").glob("*.png"):
+        text = Image.open(picture).text
+        assert text["Title"], picture.name
+        if picture.name != "samples.png":
+            assert json.loads(text["Rows"]) and json.loads(text["Columns"]), picture.name
 
     # Loading the record gives back exactly the trained weights, and encode has the declared size.
     loaded = load_run(first.path)

@@ -17,7 +17,9 @@ from scipy import stats
 
 from bench.check import compare, updated_reference
 from bench.report import (
+    caption,
     collect,
+    configurations_note,
     latex_escape,
     mark_best,
     summarise,
@@ -148,13 +150,29 @@ def test_tad_numbers_of_two_protocols_are_two_columns(tmp_path):
     assert summary.loc["TAD [step 0.01, 10000 images]", "row"] == "n"
 
 
-def test_seeds_rescored_with_other_hyperparameters_are_not_averaged(tmp_path):
-    scored = {"mig": ({"discrete_mig": 0.2}, {"hyperparams": {"num_train": 10000}})}
-    rescored = {"mig": ({"discrete_mig": 0.4}, {"hyperparams": {"num_train": 100}})}
-    make_record(tmp_path, "d", "m", "aaa111", 0, scored)
-    make_record(tmp_path, "d", "m", "aaa111", 1, rescored)
-    summary = summarise(collect(tmp_path))
-    assert len(summary) == 2 and (summary.n == 1).all()
+def test_a_rescored_seed_gets_a_column_named_by_its_settings_and_the_rest_stays_averaged(
+    tmp_path,
+):
+    # Seed 0 of three re-scored with mig's num_train=100 (bench eval); dci untouched.
+    for seed, mig in enumerate([0.4, 0.2, 0.3]):
+        num_train = 100 if seed == 0 else 10000
+        metrics = {
+            "mig": ({"discrete_mig": mig}, {"hyperparams": {"num_train": num_train}}),
+            "dci": ({"disentanglement": 0.5 + seed / 10}, {"hyperparams": {"num_train": 10}}),
+        }
+        make_record(tmp_path, "d", "m", "aaa111", seed, metrics)
+    results = collect(tmp_path)
+    summary = summarise(results).set_index("column")
+    assert set(summary.row) == {"m"}  # one configuration, one row
+    assert summary.loc["MIG [num_train=100]", "values"] == [0.4]
+    assert sorted(summary.loc["MIG [num_train=10000]", "values"]) == [0.2, 0.3]
+    assert summary.loc["DCI disent.", "n"] == 3
+    assert summary.loc["DCI disent.", "mean"] == pytest.approx(0.6)
+    assert configurations_note(results) == [
+        "m on d: mig was scored 2 ways, one column each (MIG [num_train=100]: seed 0; "
+        "MIG [num_train=10000]: seeds 1, 2); `bench eval` the other seeds with the same "
+        "settings to average them"
+    ]
 
 
 def test_a_cpu_preset_row_says_so_and_is_bold_only_against_its_own_preset(tmp_path):
@@ -187,6 +205,21 @@ def test_best_is_bold_and_significance_is_welchs_test(tmp_path):
     assert "DCI disent. = dci.disentanglement".replace("_", r"\_") in latex
     markdown = to_markdown(summary.reset_index())
     assert "**0.310 ± 0.010" in markdown and "(3)" in markdown
+
+
+def test_the_caption_explains_only_the_marks_the_table_has(tmp_path):
+    make_record(tmp_path / "one", "d", "beta_vae", "aaa111", 0, mig_of(0.3))
+    lone = caption(mark_best(summarise(collect(tmp_path / "one"))), latex=False)
+    assert "bold" not in lone and "†" not in lone and "reported" not in lone
+    assert lone.startswith("Mean ± standard deviation over seeds")
+    assert lone.endswith("Columns: MIG = mig.discrete_mig.")
+    make_records(tmp_path / "many")
+    summary = mark_best(summarise(collect(tmp_path / "many")))
+    published = summary.head(1).assign(row="dyga_sd (reported)", reported=True)
+    full = caption(pd.concat([summary.assign(reported=False), published]), latex=False)
+    assert "best of two or more of our rows of one preset in bold" in full
+    assert ("Welch's t-test" in full) == summary.significant.any()
+    assert "Rows marked reported are published numbers." in full
 
 
 def test_latex_escape_covers_every_special_character():

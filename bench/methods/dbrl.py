@@ -258,6 +258,6 @@ class DBRL(Method):
         # The traversal sweeps each dimension from its 5th to 95th percentile over these images.
         values = percentile_sweep(codes, self.config.traversal_values)
         return [
-            write_png(folder / "interchange.png", interchange_grid(images, codes, generate)),
-            write_png(folder / "traversal.png", traversal_grid(codes[:1], values, generate)),
+            write_png(folder / "interchange.png", interchange_grid(images, codes, generate, "dim")),
+            write_png(folder / "traversal.png", traversal_grid(codes[:1], values, generate, "dim")),
         ]

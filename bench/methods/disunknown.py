@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import autograd, nn
 
 from bench.methods.base import Method, MethodConfig, ScoreSubset
-from bench.methods.diffusion.pictures import to_tensor, write_png
+from bench.methods.diffusion.pictures import Grid, to_tensor, write_png
 from bench.methods.disunknown_networks import (
     CodeClassifier,
     CompoundClassifier,
@@ -665,8 +665,26 @@ class DisUnknown(Method):
             row = list(self.decode(umean[:1].expand(len(table), -1), codes))
             sweep.append([images[0], *row, *[blank] * (width - len(table))])
         return [
-            write_png(folder / "swap.png", torch.stack([torch.stack(r) for r in swap])),
-            write_png(folder / "classes.png", torch.stack([torch.stack(r) for r in sweep])),
+            write_png(
+                folder / "swap.png",
+                Grid(
+                    torch.stack([torch.stack(r) for r in swap]),
+                    "Swap: the labels of the row's image with the unknown code of the "
+                    "column's image",
+                    ["", *[f"labels of {i}" for i in range(n)]],
+                    ["", *[f"unknown of {i}" for i in range(n)]],
+                ),
+            ),
+            write_png(
+                folder / "classes.png",
+                Grid(
+                    torch.stack([torch.stack(r) for r in sweep]),
+                    "Classes: image 0 with one labelled factor (a row) set to each of its "
+                    "classes, its unknown code kept",
+                    list(self.labeled_factors()),
+                    ["image 0", *[f"class {c}" for c in range(width)]],
+                ),
+            ),
         ]
 
     def training_summary(self) -> dict[str, object]:

@@ -54,7 +54,7 @@ from bench.methods.diffusion.gradient_field import (
     OnFrozenModel,
     frozen_pass,
 )
-from bench.methods.diffusion.pictures import picture_images, write_png
+from bench.methods.diffusion.pictures import Grid, picture_images, write_png
 
 
 class Mode(str, enum.Enum):
@@ -277,10 +277,19 @@ class DiTi(OnFrozenModel):
         z_a, z_b = self.encode(a), self.encode(b)
         noise = self.invert(a, z_a)
         rows = [a, b, self.sample(noise, z_a)]
+        labels = ["A", "B", "A inverted, regenerated"]
         start = 0
-        for size in self.config.dims_per_stage:
+        for stage, size in enumerate(self.config.dims_per_stage):
             swapped = z_a.clone()
             swapped[:, start : start + size] = z_b[:, start : start + size]
             rows.append(self.sample(noise, swapped))
+            labels.append(f"A, stage {stage} of B")
             start += size
-        return [write_png(folder / "counterfactual.png", torch.stack(rows))]
+        picture = Grid(
+            torch.stack(rows),
+            "Counterfactuals: image A regenerated from its own noise with one stage's code "
+            "dims taken from image B (a row per stage)",
+            labels,
+            [f"pair {k}" for k in range(len(a))],
+        )
+        return [write_png(folder / "counterfactual.png", picture)]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.methods.base import Method, MethodConfig
-from bench.methods.diffusion.pictures import picture_images, write_png
+from bench.methods.diffusion.pictures import Grid, picture_images, write_png
 
 
 @dataclass
@@ -163,16 +163,38 @@ class VAE(Method):
         side = math.ceil(math.sqrt(len(images)))
         samples = self.generate(images, seed=0)
         values = torch.linspace(-1.0, 1.0, c.traversal_values, device=device)
-        rows = []
-        for mean in means[: c.traversal_images]:
+        rows, row_labels = [], []
+        for i, mean in enumerate(means[: c.traversal_images]):
             for dim in range(c.num_latent):
                 codes = mean.repeat(len(values), 1)
                 codes[:, dim] = values
                 rows.append(self.decode(codes))
+                row_labels.append(f"image {i}, z{dim}")
+        each_image = [f"image {i}" for i in range(len(images))]
         return [
-            write_png(folder / "reconstructions.png", torch.stack([images, self.decode(z)])),
-            write_png(folder / "samples.png", grid(samples, side)),
-            write_png(folder / "traversals.png", torch.stack(rows)),
+            write_png(
+                folder / "reconstructions.png",
+                Grid(
+                    torch.stack([images, self.decode(z)]),
+                    "Images and their reconstructions from a posterior sample",
+                    ["input", "reconstruction"],
+                    each_image,
+                ),
+            ),
+            write_png(
+                folder / "samples.png",
+                Grid(grid(samples, side), f"{len(samples)} samples of the prior N(0, I)"),
+            ),
+            write_png(
+                folder / "traversals.png",
+                Grid(
+                    torch.stack(rows),
+                    "Traversals: per image, a latent per row set to each value, the others "
+                    "at the image's posterior mean",
+                    row_labels,
+                    [f"{v:.1f}" for v in values.tolist()],
+                ),
+            ),
         ]
 
 

@@ -25,7 +25,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from bench.methods.base import Method, MethodConfig, Stage
-from bench.methods.diffusion.pictures import write_png
+from bench.methods.diffusion.pictures import Grid, write_png
 from bench.methods.diffusion.schedule import ddpm_scheduler, noise_for_training
 from bench.methods.diffusion.unet import PlainUNetConfig, build_plain_unet
 
@@ -128,4 +128,8 @@ class PixelDDPM(Method):
         self.eval()
         columns = max(1, self.config.picture_samples // 2)
         samples = self.generate(torch.empty(2 * columns, 0, device=device), seed=0)
-        return [write_png(folder / "samples.png", samples.view(2, columns, *samples.shape[1:]))]
+        page = Grid(
+            samples.view(2, columns, *samples.shape[1:]),
+            f"{len(samples)} unconditional DDIM samples",
+        )
+        return [write_png(folder / "samples.png", page)]

@@ -23,7 +23,7 @@ import torch
 
 from bench.methods.base import Stage
 from bench.methods.diffusion.latent import LatentDiffusionBase, LatentDiffusionBaseConfig
-from bench.methods.diffusion.pictures import write_png
+from bench.methods.diffusion.pictures import Grid, write_png
 from bench.methods.diffusion.unet import PlainUNetConfig, build_plain_unet
 
 
@@ -102,4 +102,8 @@ class LatentDiffusion(LatentDiffusionBase):
         self.eval()
         columns = max(1, self.config.picture_samples // 2)
         samples = self.generate(torch.empty(2 * columns, 0, device=device), seed=0)
-        return [write_png(folder / "samples.png", samples.view(2, columns, *samples.shape[1:]))]
+        page = Grid(
+            samples.view(2, columns, *samples.shape[1:]),
+            f"{len(samples)} unconditional DDIM samples",
+        )
+        return [write_png(folder / "samples.png", page)]
