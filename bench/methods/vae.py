@@ -192,7 +192,7 @@ class VAE(Method):
                     "Traversals: per image, a latent per row set to each value, the others "
                     "at the image's posterior mean",
                     row_labels,
-                    [f"{v:.1f}" for v in values.tolist()],
+                    [f"{round(v, 1) + 0.0:.1f}" for v in values.tolist()],  # never "-0.0"
                 ),
             ),
         ]
