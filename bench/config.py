@@ -18,6 +18,8 @@ is a ``BenchError`` naming the key, where it came from and the valid choices.
 
 from __future__ import annotations
 
+import copy
+
 import difflib
 import enum
 import hashlib
@@ -314,22 +316,35 @@ def to_yaml(cfg: DictConfig) -> str:
 
 
 def from_dict(data: dict[str, Any]) -> DictConfig:
-    """Rebuild a typed config from a saved one (``config.yaml`` of a run). A record written
-    before ``train.precision`` holds ``train.amp`` (bf16 autocast on CUDA, or none): read as
-    the precision it meant."""
+    """Rebuild a typed config from a saved one (``config.yaml`` of a run), as the settings it
+    was trained with when it predates a field: ``train.amp`` (bf16 autocast on CUDA, or none)
+    is read as the precision it meant; a plain U-Net without ``mid_attention_norm`` was built
+    without that GroupNorm."""
     method_cls = METHODS.get(data["method"]["name"])
     cfg = OmegaConf.structured(RunConfig(method=method_cls.config_class()))
-    train = dict(data.get("train") or {})
+    data = copy.deepcopy(data)
+    train = data.get("train") or {}
     if "amp" in train:
         train["precision"] = "bf16" if train.pop("amp") else "fp32"
-        data = {**data, "train": train}
+    for unet in _plain_unets(data["method"]):
+        unet.setdefault("mid_attention_norm", False)
     return _merge(cfg, data, "saved config")
 
 
-def written_before_precision(data: dict[str, Any]) -> bool:
-    """Whether a saved config predates ``train.precision``: its folder is named by the hash
-    of the older schema."""
-    return "amp" in (data.get("train") or {})
+def written_before_fields(data: dict[str, Any]) -> bool:
+    """Whether a saved config predates ``train.precision`` or a plain U-Net's
+    ``mid_attention_norm``: its folder is named by the hash of the older schema."""
+    older_unet = any("mid_attention_norm" not in u for u in _plain_unets(data["method"]))
+    return "amp" in (data.get("train") or {}) or older_unet
+
+
+def _plain_unets(node: Any) -> list[dict[str, Any]]:
+    """The plain U-Net settings (``PlainUNetConfig``, told apart by its
+    ``attention_resolutions``) anywhere in a saved method config."""
+    if not isinstance(node, dict):
+        return []
+    found = [node] if "attention_resolutions" in node else []
+    return found + [u for value in node.values() for u in _plain_unets(value)]
 
 
 def _method_layer(method: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from bench.config import (
     from_dict,
     resolve_config,
     to_yaml,
-    written_before_precision,
+    written_before_fields,
 )
 from bench.datasets import GroundTruthData
 from bench.evaluate import check_ready, evaluate, score_history
@@ -481,7 +481,7 @@ def read_config(record: RunRecord) -> DictConfig:
     saved = yaml.safe_load(record.config_file.read_text())
     cfg = from_dict(saved)
     found, named = f"{config_hash(cfg)}/seed{cfg.seed}", "/".join(record.path.parts[-2:])
-    if found != named and not written_before_precision(saved):
+    if found != named and not written_before_fields(saved):
         raise BenchError(
             f"{record.config_file} was edited: its settings belong in {found}, not in "
             f"{named}; put it back as it was (to run other settings, `bench run` them: "

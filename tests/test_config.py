@@ -109,3 +109,17 @@ def test_metric_hyperparameters_are_checked_against_the_profile_that_runs():
         BenchError, match=r"eval.hyperparams.dci: unknown hyperparameter 'max_bins'"
     ):
         resolve("eval.metrics=[dci]", "eval.hyperparams.dci.max_bins=128")
+
+
+def test_a_plain_unet_saved_before_its_middle_attention_norm_is_read_without_it():
+    # Records written before the field existed were trained without the GroupNorm: they load
+    # as they were built, and their folder keeps the older schema's hash.
+    from bench.config import written_before_fields
+
+    saved = to_dict(resolve_config("disdiff", "shapes3d-procedural", "ci"))
+    assert not written_before_fields(saved)
+    assert from_dict(saved).method.ldm.model.unet.mid_attention_norm is True
+    del saved["method"]["ldm"]["model"]["unet"]["mid_attention_norm"]
+    assert written_before_fields(saved)
+    assert from_dict(saved).method.ldm.model.unet.mid_attention_norm is False
+    assert "mid_attention_norm" not in saved["method"]["ldm"]["model"]["unet"]  # not mutated

@@ -99,6 +99,10 @@ class PlainUNetConfig:
     heads: int = 8  # at every width, and in the middle block
     dropout: float = 0.0
     norm_groups: int = 32
+    # The GroupNorm before the middle block's self-attention, which openaimodel's
+    # AttentionBlock has and diffusers leaves out under scale-shift time conditioning unless
+    # told its group count (false: diffusers' default, the U-Nets cached before this field).
+    mid_attention_norm: bool = True
     zero_init: bool = True  # LDM's zero-initialised output layers (false: diffusers' init)
 
 
@@ -122,6 +126,7 @@ def build_plain_unet(
         layers_per_block=config.layers_per_block,
         dropout=config.dropout,
         norm_num_groups=config.norm_groups,
+        attn_norm_num_groups=config.norm_groups if config.mid_attention_norm else None,
         resnet_time_scale_shift="scale_shift",
         downsample_type="resnet",
         upsample_type="resnet",
