@@ -19,7 +19,6 @@ is a ``BenchError`` naming the key, where it came from and the valid choices.
 from __future__ import annotations
 
 import copy
-
 import difflib
 import enum
 import hashlib
@@ -66,6 +65,15 @@ class DataConfig:
     # takes at most a quarter of its free memory, else read or render each batch on the CPU
     # (copied from page-locked memory); a device ("cuda", "cpu"): keep every image there.
     device: Optional[str] = None
+    # The rows training reads (bench/datasets/training_rows.py): the train partition only
+    # (CelebA's 162,770: DiTi's); factor values left out, e.g. {orientation: [39]}; the
+    # fraction held out by a split fixed per dataset. Evaluation reads every row.
+    train_partition: bool = False
+    exclude: dict[str, list[int]] = field(default_factory=dict)
+    holdout: float = 0.0
+    # Each training image flipped left-right with probability ½ (torchvision's
+    # RandomHorizontalFlip in DiTi's and PDAE's CelebA loaders), drawn from (seed, step).
+    hflip: bool = False
 
 
 @dataclass
@@ -195,6 +203,14 @@ RUNTIME_KEYS = (
     "train.tf32",
     "train.deterministic",
 )
+# Settings added after records were written, which enter the hash only when set: a run that
+# leaves them at their default keeps the folder it had before they existed.
+HASHED_WHEN_SET = {
+    "data.train_partition": False,
+    "data.exclude": {},
+    "data.holdout": 0.0,
+    "data.hflip": False,
+}
 
 
 def resolve_config(
@@ -275,6 +291,10 @@ def config_hash(cfg: DictConfig) -> str:
     for key in RUNTIME_KEYS:
         section, name = key.split(".")
         data[section].pop(name)
+    for key, default in HASHED_WHEN_SET.items():
+        section, name = key.split(".")
+        if data[section][name] == default:
+            data[section].pop(name)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

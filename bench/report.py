@@ -91,12 +91,16 @@ def headline(name: str) -> str | None:
     return HEADLINE.get(base_metric(name))
 
 
+# What a score subset's scores are, in a column header (default: the subset's name).
+SUBSET_HEADERS = {"unknown": "unknown factors", "raw": "raw dims"}
+
+
 def short_name(column: str) -> str:
     """A column's header: ``MIG``, or ``MIG (unknown factors)`` for a subset's scores."""
     metric, _, key = column.partition(".")
     base, _, subset = metric.partition("/")
     name = SHORT.get(f"{base}.{key}", f"{base}.{key}")
-    return f"{name} ({subset} factors)" if subset else name
+    return f"{name} ({SUBSET_HEADERS.get(subset, subset)})" if subset else name
 
 
 # How a metric was scored, beyond the profile and version a column already names.

@@ -43,6 +43,7 @@ from bench.config import (
     written_before_fields,
 )
 from bench.datasets import GroundTruthData
+from bench.datasets.training_rows import training_rows
 from bench.evaluate import check_ready, evaluate, score_history
 from bench.fileio import (
     atomic_path,
@@ -104,6 +105,7 @@ def run(
         return record
     model = build_method(cfg, data)  # refuses settings it cannot train before anything is written
     check_steps(model, cfg.train.steps)
+    shared_stages(cfg, data, out)  # and its stages' (a missing weights file): on meta, at once
     make_folder(record.path, "the run record")
     claim = Claim(record.path, cfg.train.heartbeat_s, cfg.train.stale_after_s)
     holder = claim.acquire(wait, on_wait=lambda h: _say_waiting(record.path, h))
@@ -282,7 +284,9 @@ def metric_curves(
 def build_method(cfg: DictConfig, dataset: GroundTruthData) -> Method:
     """The method of ``cfg``, its weights drawn from the run's seed."""
     method_cls = METHODS.get(cfg.method.name)
-    config = method_cls.configure_for(OmegaConf.to_object(cfg.method), dataset)
+    # Built from the dataset's class (the meta-device stage walk), it sees every row.
+    rows = None if isinstance(dataset, type) else training_rows(dataset, cfg.data)
+    config = method_cls.configure_for(OmegaConf.to_object(cfg.method), dataset, rows)
     torch.manual_seed(cfg.seed)
     return method_cls(config, dataset.image_shape)
 

@@ -40,6 +40,7 @@ from bench.checkpoints import load_checkpoint_file, newest_usable, save_checkpoi
 from bench.config import Precision
 from bench.datasets import GroundTruthData
 from bench.datasets.torch_view import TorchImages, resident_device
+from bench.datasets.training_rows import training_rows
 from bench.methods.base import Method, TrainingProgress
 from bench.progress import Progress
 from bench.registry import BenchError
@@ -104,10 +105,15 @@ def select_device(name: str, setting: str = "train.device") -> torch.device:
 
 
 class DataOrder:
-    """Batches of dataset indices: a fresh permutation every epoch, seeded by (seed, epoch)."""
+    """Batches of dataset rows: a fresh permutation every epoch, seeded by (seed, epoch), of
+    every row, or of ``rows`` (the part of the dataset a run trains on) when set."""
 
-    def __init__(self, num_images: int, batch_size: int, seed: int) -> None:
-        self.num_images, self.batch_size, self.seed = num_images, batch_size, seed
+    def __init__(
+        self, num_images: int, batch_size: int, seed: int, rows: np.ndarray | None = None
+    ) -> None:
+        self.rows = rows
+        self.num_images = num_images if rows is None else len(rows)
+        self.batch_size, self.seed = batch_size, seed
         self._epoch, self._permutation = -1, np.empty(0, dtype=np.int64)
 
     def _epoch_permutation(self, epoch: int) -> np.ndarray:
@@ -117,14 +123,23 @@ class DataOrder:
         return self._permutation
 
     def batch(self, step: int) -> np.ndarray:
-        """Indices of batch ``step`` (0-based) in the endless concatenation of epochs."""
+        """Rows of batch ``step`` (0-based) in the endless concatenation of epochs."""
         position, parts, missing = step * self.batch_size, [], self.batch_size
         while missing:
             epoch, offset = divmod(position, self.num_images)
             take = min(missing, self.num_images - offset)
             parts.append(self._epoch_permutation(epoch)[offset : offset + take])
             position, missing = position + take, missing - take
-        return np.concatenate(parts)
+        order = np.concatenate(parts)
+        return order if self.rows is None else self.rows[order]
+
+
+def random_hflip(images: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """Each image of (B, C, H, W) flipped left-right with probability ½, drawn from (seed,
+    step) on the host: the same flips on any device and after a resume."""
+    flip = np.random.default_rng([seed, step, 1]).random(len(images)) < 0.5
+    mask = torch.from_numpy(flip).to(images.device, non_blocking=True)
+    return torch.where(mask[:, None, None, None], images.flip(-1), images)
 
 
 # The key of the run's optimizer's loss when a method returns one loss per optimizer.
@@ -502,7 +517,10 @@ def train(
     # fp16 scales the losses so that small gradients survive; bf16 has fp32's range.
     scaler = torch.amp.GradScaler(device.type) if precision is Precision.fp16 else None
     noise = torch.Generator(device).manual_seed(cfg.seed)  # the method's random draws
-    data_order = DataOrder(len(dataset), train_cfg.batch_size, cfg.seed)
+    # Over the rows it trains on (data.*): every row, or the part its authors train on.
+    data_order = DataOrder(
+        len(dataset), train_cfg.batch_size, cfg.seed, training_rows(dataset, cfg.data)
+    )
     labeled = method.labeled_factors()
     columns = label_columns(dataset, labeled) if labeled else None
     resident = cfg.data.device or resident_device(dataset, device)
@@ -545,6 +563,8 @@ def train(
             waited = time.perf_counter()
             rows = data_order.batch(step)
             images = source.batch(rows, device)
+            if cfg.data.hflip:
+                images = random_hflip(images, cfg.seed, step)
             if source.reads_ahead and step + 1 < train_cfg.steps:
                 source.prefetch(data_order.batch(step + 1), device)
             window_wait += time.perf_counter() - waited

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bench.config import resolve_config
-from bench.methods.dbrl import DBRL, DBRLConfig, Encoder, WideResNetConfig
+from bench.methods.dbrl import DBRL, DBRLConfig, Encoder, InputScale, WideResNetConfig
 from bench.methods.diffusion.ve_sde import VESDE, Sampler
 from bench.runner import run
 from bench.sweep import load_sweep
@@ -20,13 +20,25 @@ MEAN, STD = 0.3, 0.5  # every pixel of the Gaussian data set: N(MEAN, STD²), in
 
 
 class TrueScore(nn.Module):
-    """∇ log p_σ of the Gaussian data set convolved with N(0, σ²): −(x − μ)/(s² + σ²)."""
+    """∇ log p_σ of the Gaussian data set N(mean, std²) convolved with N(0, σ²):
+    −(x − mean)/(std² + σ²)."""
+
+    def __init__(self, mean: float = MEAN, std: float = STD) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
 
     def forward(self, x, sigma, code):
-        return -(x - MEAN) / (STD**2 + sigma[:, None, None, None] ** 2)
+        return -(x - self.mean) / (self.std**2 + sigma[:, None, None, None] ** 2)
 
 
 def tiny_dbrl(**settings) -> DBRL:
+    """A narrow DBRL on 16×16 images in [0, 1], deterministic with λ_z 0 unless told."""
+    settings = {
+        "input_scale": InputScale.unit,
+        "encoder": Encoder.deterministic,
+        "lambda_z": 0.0,
+        **settings,
+    }
     config = DBRLConfig(wide_resnet=WideResNetConfig(depth=10, widen_factor=1), **settings)
     torch.manual_seed(0)
     return DBRL(config, (16, 16, 1))
@@ -91,12 +103,55 @@ def test_the_kl_is_logged_but_added_only_with_a_positive_lambda():
     assert loss1 == pytest.approx(dsm1 + 1e-3 * kl1, rel=1e-6)
 
 
-def test_the_authors_width_is_no_deviation_and_ours_is_recorded():
-    assert tiny_dbrl().deviations() == []  # widen factor 1: 64 pooled features, no 128 to match
-    config = DBRLConfig()
-    assert "method.latent_dim=128" in DBRL(config, (64, 64, 3)).deviations()[0]
-    config.latent_dim = 128
-    assert DBRL(config, (64, 64, 3)).deviations() == []
+@pytest.mark.parametrize("t", [0.1, 0.5, 0.9])
+def test_z_scored_inputs_are_what_the_score_network_denoises(t):
+    # The Gaussian data set z-scored with its own statistics is N(0, 1) per pixel: the true
+    # score of that is −x/(1 + σ²), whose σ²-weighted loss has mean ½·P/(1 + σ²). On the
+    # [0, 1] scale the same score would be wrong and the loss larger.
+    model = tiny_dbrl(input_scale=InputScale.zscore, channel_mean=[MEAN], channel_std=[STD])
+    model.score_net = TrueScore(mean=0.0, std=1.0)
+    model.sde.sample_times = lambda count, generator: torch.full((count,), t)
+    generator = torch.Generator().manual_seed(1)
+    images = MEAN + STD * torch.randn((4096, 1, 16, 16), generator=generator)
+    loss, _ = model.training_loss(images, generator)
+    sigma = float(model.sde.sigma(torch.tensor(t)))
+    assert loss.item() == pytest.approx(0.5 * 16 * 16 / (1 + sigma**2), rel=0.01)
+    # The encoder reads the same scale, and samples come back to [0, 1].
+    torch.testing.assert_close(model.scaled(images) * STD + MEAN, images)
+    model.sde.sample = lambda *args, **kwargs: torch.zeros(2, 1, 16, 16)  # the data's mean
+    samples = model.sample(torch.zeros(2, 64), torch.zeros(2, 1, 16, 16), seed=0)
+    torch.testing.assert_close(samples, torch.full_like(samples, MEAN))
+
+
+def test_the_paper_code_is_the_128_pooled_features_of_a_probabilistic_encoder():
+    from bench import datasets
+    from bench.runner import build_method
+
+    cfg = resolve_config("dbrl", "shapes3d-procedural", "paper")
+    data = datasets.load("shapes3d-procedural")
+    with torch.device("meta"):
+        model = build_method(cfg, data)
+    assert cfg.train.batch_size == 100 and model.config.lambda_z == 1e-5
+    assert model.representation_dim == 128 and model.encoder.probabilistic
+    assert model.encoder.head.in_features == 128 and model.encoder.head.out_features == 256
+    # The z-scoring statistics: each channel's over the fixed draw of training images.
+    rows = np.sort(np.random.default_rng(0).choice(len(data), 5000, replace=False))
+    pixels = data.images(rows).reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(model.config.channel_mean, pixels.mean(0))
+    np.testing.assert_allclose(model.config.channel_std, pixels.std(0))
+    deviations = model.deviations()
+    assert len(deviations) == 2 and all(d.startswith("not adopted: ") for d in deviations)
+
+
+def test_a_20_dimensional_code_is_a_labelled_option():
+    config = DBRLConfig(latent_dim=20, channel_mean=[0.5] * 3, channel_std=[0.25] * 3)
+    model = DBRL(config, (64, 64, 3))
+    assert model.representation_dim == 20 and model.encoder.head.out_features == 40
+    assert model.deviations()[-1] == (
+        "the code has 20 dimensions; the authors' is the 128 pooled features "
+        "(method.latent_dim=null)"
+    )
+    assert tiny_dbrl().representation_dim == 64  # widen factor 1: 64 pooled features
 
 
 def test_the_t_sweep_lists_its_grid():

@@ -18,6 +18,7 @@ from bench.methods.disunknown import (
     DisUnknown,
     DisUnknownConfig,
     FactorCode,
+    class_labels,
     code_kl,
     drop_and_sample,
     gaussian_nll,
@@ -264,6 +265,9 @@ def test_a_ci_run_scores_all_factors_and_the_unknown_ones_and_is_marked_weakly_s
     unknown = metrics["mig/unknown"]
     assert unknown["factors"] == ["floor_hue"] and unknown["dims"] == [0, 3]
     assert unknown["reduce"] == "none" and metrics["mig"]["reduce"] == "pca1"
+    raw = metrics["mig/raw"]  # every factor on the raw dimensions, beside the PCA(1) view
+    assert raw["reduce"] == "none" and raw["dims"] == [0, 3 + 2 + 2 + 2 + 4 + 2]
+    assert raw["factors"] == list(bench.datasets.load("shapes3d-procedural").factor_names)
     assert record.identity()["supervision"] == (
         "weakly supervised (labels: wall_hue, object_hue, scale, shape, orientation)"
     )
@@ -273,7 +277,7 @@ def test_a_ci_run_scores_all_factors_and_the_unknown_ones_and_is_marked_weakly_s
     assert row.endswith(
         "[weakly supervised (labels: wall_hue, object_hue, scale, shape, orientation)]"
     )
-    assert {"MIG", "MIG (unknown factors)"} <= set(summary.column)
+    assert {"MIG", "MIG (unknown factors)", "MIG (raw dims)"} <= set(summary.column)
 
 
 def test_excluded_factors_are_drawn_as_nuisances_and_not_scored():
@@ -341,3 +345,35 @@ def test_the_throughput_benchmark_steps_each_stage_of_disunknown():
         "disunknown", torch.device("cpu"), False, False, 4, 1, starts["stage2"]
     )
     assert row["batch_size"] == 4 and row["images_per_s"] > 0
+
+
+def test_dsprites_orientation_is_folded_to_39_classes_counted_on_the_90_percent():
+    # The authors' loader (data/dsprites.py): orientation 39 (= 0) left out; a square's o
+    # becomes 4·o mod 39, an ellipse's 2·o mod 39, a heart's stays; classes counted on the
+    # training split, 90% of the remaining images.
+    cfg = resolve_config("disunknown", "dsprites-procedural", "ci", seed=0)
+    data = bench.datasets.load("dsprites-procedural")
+    model = build_method(cfg, data)
+    assert model.config.labeled == ["shape", "scale", "orientation"]
+    assert [len(f) for f in model.config.class_frequencies] == [3, 6, 39]
+    values = torch.tensor([[0, 0, 10], [1, 0, 10], [2, 0, 10], [0, 5, 38], [1, 5, 20]])
+    expected = [[0, 0, 1], [1, 0, 20], [2, 0, 10], [0, 5, 35], [1, 5, 1]]
+    assert class_labels(values, model.config).tolist() == expected
+    kept = 3 * 6 * 39 * 32 * 32
+    rows = np.sort(np.random.default_rng(0).permutation(kept)[round(kept * 0.1) :])
+    # The kept rows, in the dataset's order: orientation 39 dropped from each (shape, scale).
+    factors = data.factors_of(np.flatnonzero(data.factors_of(np.arange(len(data)))[:, 2] < 39))
+    labels = class_labels(torch.from_numpy(factors[rows][:, :3]), model.config)
+    for k, frequencies in enumerate(model.config.class_frequencies):
+        counts = np.bincount(labels[:, k].numpy(), minlength=len(frequencies))
+        np.testing.assert_allclose(frequencies, counts / len(rows))
+    assert not np.allclose(model.config.class_frequencies[2], 1 / 39)  # not the full grid's
+
+
+def test_folding_without_the_shape_label_is_a_one_line_error():
+    cfg = resolve_config(
+        "disunknown", "dsprites-procedural", "ci", ["method.labeled=[scale,orientation]"], 0
+    )
+    with pytest.raises(BenchError, match=r"label both") as error:
+        build_method(cfg, bench.datasets.load("dsprites-procedural"))
+    assert "\n" not in str(error.value)

@@ -13,7 +13,14 @@ from bench.evaluate import CodeTable
 from bench.methods.diffusion.ddpm import PixelDDPM, PixelDDPMConfig
 from bench.methods.diffusion.gradient_field import frozen_pass
 from bench.methods.diffusion.unet import PlainUNetConfig
-from bench.methods.diti import CelebA64Encoder, DiTi, DiTiConfig, Mode, block_ends
+from bench.methods.diti import (
+    ALPHA_ZERO,
+    CelebA64Encoder,
+    DiTi,
+    DiTiConfig,
+    Mode,
+    block_ends,
+)
 from bench.metrics.utils import unit_slices
 from bench.runner import run
 from tests.conftest import FAST
@@ -62,7 +69,7 @@ def test_loss_weight_and_parameter_counts_have_their_closed_forms():
     # The authors' encoder and PDAE's template at the most likely 64-px configuration.
     assert sum(p.numel() for p in CelebA64Encoder(3, 512).parameters()) == 1_487_104
     full = PixelDDPM(PixelDDPMConfig(), (64, 64, 3))
-    assert sum(p.numel() for p in full.unet.parameters()) == 63_956_995  # 63.96M
+    assert sum(p.numel() for p in full.unet.parameters()) == 63_958_019  # 63.96M
     width = 4 * SMALL_UNET.channels[0]  # label_emb: 512 → the time embedding's 4·base
     assert sum(p.numel() for p in model.label_emb.parameters()) == 512 * width + width
 
@@ -180,3 +187,24 @@ def test_generation_for_fid_is_seeded_masked_ddim_guided_by_the_images_code():
     assert torch.equal(first, model.sample(noise, z))
     assert not torch.equal(first, model.sample(noise, z + 1.0))
     assert len(model.ddim_schedule(5)) == 5 and len(model.ddim_schedule()) == 2
+
+
+def test_inversion_takes_a_last_step_to_alpha_bar_zero(monkeypatch):
+    # DiTi's masked_guided_ddim inverts up its schedule and then to ᾱ = 0, where x is the
+    # noise recomputed from the clipped x0: (x − √ᾱ_t·x0) / √(1 − ᾱ_t).
+    model = small_diti(sample_steps=10).eval()
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    z = model.encode(images)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        alpha = model.alphas_cumprod[900]
+        epsilon = model.ddpm.unet(x, torch.tensor([900, 900])).sample  # g = 0 at init
+        start = ((x - (1 - alpha).sqrt() * epsilon) / alpha.sqrt()).clamp(-1, 1)
+        expected = (x - alpha.sqrt() * start) / (1 - alpha).sqrt()
+        torch.testing.assert_close(model.ddim_step(x, 900, ALPHA_ZERO, z), expected)
+    taken, step = [], model.ddim_step
+    monkeypatch.setattr(
+        model, "ddim_step", lambda x, t, to, z: taken.append((t, to)) or step(x, t, to, z)
+    )
+    model.invert(images, z)
+    assert taken == [(t, t + 100) for t in range(0, 900, 100)] + [(900, ALPHA_ZERO)]

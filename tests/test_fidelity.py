@@ -19,6 +19,7 @@ from bench.registry import BenchError
 from bench.runner import run
 from tests.test_dyga_sd import TINY
 
+
 def paper_unet():
     cfg = resolve_config("dyga_sd", "shapes3d-procedural", "paper")
     torch.manual_seed(0)

@@ -147,7 +147,7 @@ def test_a_run_saved_on_two_gpus_resumes_on_fewer_with_one_line(tmp_path, one_vi
 def test_dbrl_hands_its_sampler_a_cpu_generator(monkeypatch):
     # diffusers' ScoreSdeVeScheduler draws on the CPU and refuses a CUDA generator.
     cfg = resolve_config("dbrl", DATASET, "ci")
-    model = build_method(cfg, bench.datasets.load(DATASET)).eval()
+    model = build_method(cfg, bench.datasets.load(DATASET)).to(META).eval()
     handed = []
     monkeypatch.setattr(model.sde, "sample", lambda *args: handed.append(args[4]) or args[1])
     noise = torch.zeros(2, 3, 64, 64, device=META)  # on a device that is not the CPU

@@ -66,6 +66,17 @@ _MPI3D_MD5 = {
 FID_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_INCEPTION_SHA256_PREFIX = "6726825d"
 _FID_INCEPTION_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+# The perceptual loss of the VQ first stages (LPIPS v0.1 on VGG16): torchvision's ImageNet
+# VGG16 (torch.hub's name carries its sha256 prefix) and LPIPS' linear heads (sha256 of the
+# file as the lpips package ships it).
+VGG16_FILE = "vgg16-397923af.pth"
+VGG16_SHA256_PREFIX = "397923af"
+LPIPS_HEADS_FILE = "vgg.pth"
+_VGG16_URL = "https://download.pytorch.org/models/" + VGG16_FILE
+_LPIPS_HEADS_URL = (
+    "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
+)
+_LPIPS_HEADS_SHA256 = "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"
 _NORB = "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/{}.gz"
 _NORB_SHA256 = {
     ("training", "dat"): "5ffd6272a07d32695ee1082a26a41a93a37aab8c28da047f8c34ed348d214873",
@@ -173,6 +184,13 @@ SOURCES: dict[str, Source] = {
             ),
         ),
         loader_path=FID_INCEPTION_FILE,
+    ),
+    "lpips": Source(
+        "lpips",
+        (
+            RemoteFile(VGG16_FILE, _VGG16_URL, None, sha256_prefix=VGG16_SHA256_PREFIX),
+            RemoteFile(LPIPS_HEADS_FILE, _LPIPS_HEADS_URL, "sha256:" + _LPIPS_HEADS_SHA256, 7289),
+        ),
     ),
 }
 

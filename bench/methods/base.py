@@ -92,9 +92,12 @@ class Method(nn.Module, metaclass=ABCMeta):
     steps_itself: ClassVar[bool] = False
 
     @classmethod
-    def configure_for(cls, config: MethodConfig, dataset) -> MethodConfig:
-        """``config`` completed from the dataset before the method is built (DisUnknown: its
-        labelled factors' class frequencies); by default unchanged."""
+    def configure_for(
+        cls, config: MethodConfig, dataset, rows: np.ndarray | None = None
+    ) -> MethodConfig:
+        """``config`` completed from the dataset before the method is built, ``rows`` being
+        those it trains on (None: all; DisUnknown: its labelled factors' class frequencies
+        over them); by default unchanged."""
         return config
 
     def __init__(self, config: MethodConfig, image_shape: tuple[int, int, int]) -> None:

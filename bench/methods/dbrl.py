@@ -16,13 +16,21 @@ so the range of t decides how much detail the code keeps.
   regulariser is added only when λ_z > 0; it is logged either way.
 - Representation: the code's mean at a fixed t* (``eval_t``, 0.5 as the authors' downstream
   code), the live encoder in eval mode (the authors save the live encoder, not its EMA).
-- ``latent_dim``: 20 by default, for comparability with the 20-unit methods; the authors'
-  code is the 128 pooled features (``method.latent_dim=128``). With another width the
-  deterministic encoder gets a linear head; the run records this as a deviation.
+- The code is the 128 pooled features of WideResNet-28-2 (``latent_dim=null``: 64 × widen
+  factor), as the authors';
+  the README's representation run is probabilistic with λ_z = 1e-5 (the defaults here).
+  ``method.latent_dim=20`` is offered for comparability with the 20-unit methods: the
+  deterministic encoder then gets a linear head, and the run records it as a deviation.
+- Inputs: z-scored per channel (``input_scale=zscore``), as the authors' LaplaceNet loader
+  feeds the training path, with the dataset's channel statistics (``configure_for``, over
+  a fixed draw of training images); samples are mapped back to [0, 1] for pictures and FID.
+  The noise levels (σ_min, σ_max, t*) act on that scale. ``unit`` feeds [0, 1] images.
 
 The authors' auxiliary reconstruction decoder and mixup are off in their command and not
-built; their random horizontal flips (CIFAR-10's pipeline) are not applied, as for every
-method here: a flip mirrors a ground-truth dataset's factors.
+built. Two parts of their training path are not adopted, and every run records them:
+the augmentation (flips, reflect-crops, RandAugment(1): they change a ground-truth
+dataset's factors) and the training set (the 4,000-image labelled subset of their
+semi-supervised loader: here every image).
 
 Pictures and FID sample with the code of E(x_0, t*) held fixed at every step, by score_sde's
 predictor-corrector sampler or the probability-flow ODE (``sampler``).
@@ -31,9 +39,10 @@ predictor-corrector sampler or the probability-flow ODE (``sampler``).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -48,8 +57,20 @@ from bench.methods.diffusion.pictures import (
     write_png,
 )
 from bench.methods.diffusion.ve_sde import VESDE, Sampler, denoising_score_matching
+from bench.registry import BenchError
 
-AUTHORS_LATENT_DIM = 128  # 64 × widen factor 2: the WideResNet's pooled features
+NOT_ADOPTED = [
+    "not adopted: the authors' training augmentation (flips, reflect-crops, RandAugment(1)), "
+    "which changes a ground-truth dataset's factors",
+    "not adopted: the authors' training set, the 4,000-image labelled subset of their "
+    "semi-supervised loader (here every image)",
+]
+STATISTICS_IMAGES = 5000  # training images the channel statistics are taken over
+
+
+class InputScale(str, enum.Enum):
+    zscore = "zscore"  # (x − mean_c) / std_c: the authors' LaplaceNet loader
+    unit = "unit"  # x in [0, 1], as score_sde's own CIFAR-10 pipeline
 
 
 class Encoder(str, enum.Enum):
@@ -67,9 +88,13 @@ class WideResNetConfig:
 @dataclass
 class DBRLConfig(MethodConfig):
     name: str = "dbrl"
-    encoder: Encoder = Encoder.deterministic
-    lambda_z: float = 0.0  # the authors' default; their README's probabilistic run uses 1e-5
-    latent_dim: int = 20
+    encoder: Encoder = Encoder.probabilistic  # their README's representation run
+    lambda_z: float = 1e-5  # (their code's defaults: deterministic, 0)
+    latent_dim: int | None = None  # None: the pooled features, 64 × widen factor (authors')
+    input_scale: InputScale = InputScale.zscore
+    # Per-channel statistics of the inputs, from the dataset unless given (configure_for).
+    channel_mean: list[float] = field(default_factory=list)
+    channel_std: list[float] = field(default_factory=list)
     eval_t: float = 0.5  # t* of the scored code E(x, t*)
     sigma_min: float = 0.01
     sigma_max: float = 50.0
@@ -151,36 +176,74 @@ class DBRL(Method):
     config_class = DBRLConfig
     config: DBRLConfig
 
+    @classmethod
+    def configure_for(
+        cls, config: DBRLConfig, dataset, rows: np.ndarray | None = None
+    ) -> DBRLConfig:
+        """The z-scoring statistics: each channel's mean and standard deviation over
+        ``STATISTICS_IMAGES`` training images drawn with a fixed seed."""
+        if InputScale(config.input_scale) != InputScale.zscore or config.channel_mean:
+            return config
+        if isinstance(dataset, type):  # built on meta from the class: no images to read
+            channels = dataset.image_shape[2]
+            return replace(config, channel_mean=[0.0] * channels, channel_std=[1.0] * channels)
+        rows = np.arange(len(dataset)) if rows is None else rows
+        drawn = np.random.default_rng(0).choice(rows, min(STATISTICS_IMAGES, len(rows)), False)
+        pixels = dataset.images(np.sort(drawn)).reshape(-1, dataset.image_shape[2]) / 255.0
+        return replace(
+            config, channel_mean=pixels.mean(0).tolist(), channel_std=pixels.std(0).tolist()
+        )
+
     def __init__(self, config: DBRLConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__(config, image_shape)
         height, _, channels = image_shape
+        zscore = InputScale(config.input_scale) == InputScale.zscore
+        if zscore and len(config.channel_mean) != channels:
+            raise BenchError(
+                "dbrl: input_scale=zscore needs the dataset's channel statistics (build it "
+                "with bench.runner.build_method, or set method.channel_mean/channel_std)"
+            )
+        mean = config.channel_mean if zscore else [0.0] * channels
+        std = config.channel_std if zscore else [1.0] * channels
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.sde = VESDE(config.sigma_min, config.sigma_max, config.t_min)
         probabilistic = Encoder(config.encoder) == Encoder.probabilistic
+        pooled = 64 * config.wide_resnet.widen_factor
+        self.latent_dim = config.latent_dim or pooled
         self.encoder = TimeConditionedWideResNet(
-            channels, config.wide_resnet, config.latent_dim, probabilistic
+            channels, config.wide_resnet, self.latent_dim, probabilistic
         )
-        self.score_net = NCSNpp(config.score_net, height, channels, config.latent_dim)
+        self.score_net = NCSNpp(config.score_net, height, channels, self.latent_dim)
 
     @property
     def representation_dim(self) -> int:
-        return self.config.latent_dim
+        return self.latent_dim
 
     def deviations(self) -> list[str]:
+        found = list(NOT_ADOPTED)
+        if InputScale(self.config.input_scale) != InputScale.zscore:
+            found.append("inputs in [0, 1]; the authors z-score them (method.input_scale=zscore)")
         pooled = 64 * self.config.wide_resnet.widen_factor
-        if self.config.latent_dim == AUTHORS_LATENT_DIM or pooled != AUTHORS_LATENT_DIM:
-            return []
-        head = "" if self.encoder.probabilistic else ", a linear head on the pooled features"
-        return [
-            f"the code has {self.config.latent_dim} dimensions{head}; the authors' has "
-            f"{AUTHORS_LATENT_DIM} (method.latent_dim={AUTHORS_LATENT_DIM})"
-        ]
+        if self.latent_dim != pooled:
+            head = "" if self.encoder.probabilistic else ", a linear head on the pooled features"
+            found.append(
+                f"the code has {self.latent_dim} dimensions{head}; the authors' is the "
+                f"{pooled} pooled features (method.latent_dim=null)"
+            )
+        return found
+
+    def scaled(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] on the scale the networks see (z-scored, or as they are)."""
+        return (images - self.mean) / self.std
 
     # -- training -----------------------------------------------------------------------
     def code(
         self, images: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(z, μ, log σ²) of E(images, t): z = μ without a generator or a probabilistic
-        encoder, else μ + σ·ε with ε from ``generator``."""
+        """(z, μ, log σ²) of E(images, t), images on the networks' scale (``scaled``): z = μ
+        without a generator or a probabilistic encoder, else μ + σ·ε with ε from
+        ``generator``."""
         mean, logvar = self.encoder(images, self.sde.sigma(t))
         if logvar is None or generator is None:
             return mean, mean, logvar
@@ -190,6 +253,7 @@ class DBRL(Method):
     def training_loss(
         self, images: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images = self.scaled(images)
         t = self.sde.sample_times(len(images), generator)
         noise = torch.randn(images.shape, generator=generator, device=images.device)
         sigma = self.sde.sigma(t)
@@ -211,7 +275,7 @@ class DBRL(Method):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.code(images, self.eval_times(len(images), images.device))[1]
+        return self.code(self.scaled(images), self.eval_times(len(images), images.device))[1]
 
     # -- sampling -----------------------------------------------------------------------
     @torch.no_grad()
@@ -232,7 +296,7 @@ class DBRL(Method):
             self.config.corrector_steps,
             self.config.snr,
         )
-        return images.clamp(0, 1)
+        return (images * self.std + self.mean).clamp(0, 1)
 
     def noise(self, count: int, device: torch.device, seed: int) -> torch.Tensor:
         height, width, channels = self.image_shape

@@ -112,6 +112,9 @@ class DisUnknownConfig(MethodConfig):
     nested_dropout: bool = True
     random_offset: bool = True
     picture_images: int = 6
+    # dSprites: the authors' relabel_orientation (square 4·o mod 39, ellipse 2·o mod 39;
+    # ``class_labels``), with orientation 39 left out of training (data.exclude).
+    fold_orientation: bool = False
     notes: list[str] = field(default_factory=list)  # known differences from the authors' setup
     # From the dataset (``configure_for``): each labelled factor's class frequencies, and
     # the factors left unlabelled.
@@ -208,6 +211,20 @@ def roll(t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return t[(torch.arange(len(t), device=t.device) + k) % len(t)]
 
 
+def class_labels(values: torch.Tensor, config: DisUnknownConfig) -> torch.Tensor:
+    """The classes (B, k) the networks learn for the labelled factors' value indices
+    ``values``: the values themselves, but with ``fold_orientation`` dSprites' orientation
+    as the authors' loader relabels it (data/dsprites.py): a square's o → 4·o mod 39, an
+    ellipse's → 2·o mod 39, a heart's kept (shapes 0, 1, 2)."""
+    if not config.fold_orientation:
+        return values
+    shape = values[:, config.labeled.index("shape")]
+    k = config.labeled.index("orientation")
+    o = values[:, k]
+    folded = torch.where(shape == 0, 4 * o % 39, torch.where(shape == 1, 2 * o % 39, o))
+    return torch.cat([values[:, :k], folded[:, None], values[:, k + 1 :]], 1)
+
+
 class DisUnknown(Method):
     config_class = DisUnknownConfig
     steps_itself = True
@@ -277,16 +294,30 @@ class DisUnknown(Method):
     # --- configuration -------------------------------------------------------------------
 
     @classmethod
-    def configure_for(cls, config: DisUnknownConfig, dataset) -> DisUnknownConfig:
-        """The labelled factors' class frequencies over the dataset (the authors' ``class_freq``
-        of the training labels). A dataset of factors here holds every combination of their
-        values once, so each class of a factor is equally frequent."""
+    def configure_for(
+        cls, config: DisUnknownConfig, dataset, rows: np.ndarray | None = None
+    ) -> DisUnknownConfig:
+        """The labelled factors' classes and their frequencies over the training ``rows``
+        (the authors' ``class_freq`` of the training labels): each factor's classes run up to
+        the largest label training sees (39 dSprites orientations once the 40th is left out)."""
         from bench.train import label_columns  # the loop's own check of the factor names
 
-        columns = label_columns(dataset, list(config.labeled)) if config.labeled else []
-        sizes = [dataset.state_sizes[col] for col in columns]
-        frequencies = [[1.0 / size] * size for size in sizes]
         unknown = [f for f in dataset.factor_names if f not in config.labeled]
+        if not config.labeled:
+            return replace(config, unknown_factors=unknown)
+        if config.fold_orientation and not {"shape", "orientation"} <= set(config.labeled):
+            raise BenchError(
+                "disunknown: method.fold_orientation folds dSprites' orientation by its shape; "
+                "label both (method.labeled=[shape,...,orientation])"
+            )
+        columns = label_columns(dataset, list(config.labeled))
+        rows = np.arange(len(dataset)) if rows is None else rows
+        values = torch.from_numpy(dataset.factors_of(rows)[:, columns])
+        labels = class_labels(values, config)
+        frequencies = [
+            (torch.bincount(t, minlength=int(t.max()) + 1).double() / len(t)).tolist()
+            for t in labels.t()
+        ]
         return replace(config, class_frequencies=frequencies, unknown_factors=unknown)
 
     def _code(self, factor: str) -> FactorCode:
@@ -336,7 +367,14 @@ class DisUnknown(Method):
                 dims=(0, self.unknown_size),
                 excluded_factors=list(self.config.labeled),
                 description="the factors not labelled, scored on the unknown code E(x) alone",
-            )
+            ),
+            # PCA(1) per block folds a 2-d circle code (a hue) onto one axis, which lowers
+            # that factor's score whatever the model learned: the raw view shows by how much.
+            "raw": ScoreSubset(
+                dims=(0, sum(self.code_units)),
+                excluded_factors=[],
+                description="every factor on every code dimension as it is (eval.reduce=none)",
+            ),
         }
 
     def supervision(self) -> str:
@@ -391,6 +429,7 @@ class DisUnknown(Method):
         self._ramp(phase, it, optimizer)
         optimizer.zero_grad(set_to_none=True)
         x = images * 2 - 1  # the authors' Normalize(0.5, 0.5)
+        labels = class_labels(labels, self.config)
         step_fn = {
             "stage1": self._stage1,
             "classifier": self._classifier,
@@ -644,11 +683,16 @@ class DisUnknown(Method):
 
         self.eval()
         n = self.config.picture_images
-        rows = np.random.default_rng(0).choice(len(dataset), n, replace=False)
+        # Images whose labels are classes the run learnt (not an orientation left out).
+        values = dataset.factors_of(np.arange(len(dataset)))
+        labels = class_labels(
+            torch.from_numpy(values[:, label_columns(dataset, self.labeled_factors())]),
+            self.config,
+        )
+        learnt = (labels < torch.tensor([len(f) for f in self.config.class_frequencies])).all(1)
+        rows = np.random.default_rng(0).choice(np.flatnonzero(learnt.numpy()), n, replace=False)
         images = to_tensor(dataset.images(rows), device)
-        labels = torch.from_numpy(
-            dataset.factors_of(rows)[:, label_columns(dataset, self.labeled_factors())]
-        ).to(device)
+        labels = labels[rows].to(device)
         ((umean, _),) = self.unknown_encoder(images * 2 - 1)
         means = [m for m, _ in self._embed(self.embedder, labels)]
         blank = torch.ones_like(images[0])

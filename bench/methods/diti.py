@@ -32,7 +32,7 @@ the authors' probe (``--ema``) does.
 Pictures: the counterfactual grid — image A with one stage's dims taken from image B, per
 stage — by masked DDIM (the decoder sees the blocks up to idx(t) at each t) with PDAE's
 sampling coefficient ε_θ − √(1 − ᾱ_t)·g, x0 clipped to [−1, 1] and ε recomputed from it,
-after a DDIM inversion of A with A's own code.
+after a DDIM inversion of A with A's own code, up to ᾱ = 0 as the authors'.
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ from bench.methods.diffusion.gradient_field import (
     frozen_pass,
 )
 from bench.methods.diffusion.pictures import Grid, picture_images, write_png
+
+# DDIM targets past the schedule's ends, DiTi's tags: x_0 (ᾱ = 1) and x_T+1 (ᾱ = 0).
+ALPHA_ONE, ALPHA_ZERO = -1, -2
 
 
 class Mode(str, enum.Enum):
@@ -229,7 +232,8 @@ class DiTi(OnFrozenModel):
         return list(range(0, timesteps, timesteps // (steps or self.config.sample_steps)))
 
     def ddim_step(self, x: torch.Tensor, t: int, to: int, z: torch.Tensor) -> torch.Tensor:
-        """One DDIM step (eta 0) from t to ``to`` (−1: ᾱ = 1), either way: ε = ε_θ −
+        """One DDIM step (eta 0) from t to ``to`` (``ALPHA_ONE``: ᾱ = 1, the last step of
+        sampling; ``ALPHA_ZERO``: ᾱ = 0, the last of inversion), either way: ε = ε_θ −
         √(1 − ᾱ_t)·g(x, t, z ⊙ mask[idx(t)]), x0 from it clipped to [−1, 1] and ε recomputed
         from that x0 (PDAE's and DiTi's DDIM)."""
         steps = torch.full((len(x),), t, device=x.device, dtype=torch.long)
@@ -238,14 +242,16 @@ class DiTi(OnFrozenModel):
         alpha = self.alphas_cumprod[t]
         start = ((x - (1 - alpha).sqrt() * epsilon) / alpha.sqrt()).clamp(-1, 1)
         epsilon = (x - alpha.sqrt() * start) / (1 - alpha).sqrt()
-        target = self.alphas_cumprod[to] if to >= 0 else alpha.new_ones(())
+        target = self.alphas_cumprod[to] if to >= 0 else alpha.new_tensor(float(to == ALPHA_ONE))
         return target.sqrt() * start + (1 - target).sqrt() * epsilon
 
     @torch.no_grad()
     def invert(self, images: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Deterministic DDIM inversion of images in [0, 1] to x_T, guided by their code."""
+        """Deterministic DDIM inversion of images in [0, 1] to x_T, guided by their code: up
+        the schedule, then a last step to ᾱ = 0 (DiTi's ``masked_guided_ddim``, whose x_T is
+        the noise the sampler starts from)."""
         x, schedule = images * 2 - 1, self.ddim_schedule()
-        for t, to in itertools.pairwise(schedule):
+        for t, to in itertools.pairwise([*schedule, ALPHA_ZERO]):
             x = self.ddim_step(x, t, to, z)
         return x
 
@@ -256,7 +262,7 @@ class DiTi(OnFrozenModel):
         """Masked DDIM (eta 0) from x_T ``noise``: images in [0, 1]."""
         x, schedule = noise, self.ddim_schedule(steps)
         for i in reversed(range(len(schedule))):
-            t, to = schedule[i], schedule[i - 1] if i > 0 else -1
+            t, to = schedule[i], schedule[i - 1] if i > 0 else ALPHA_ONE
             x = self.ddim_step(x, t, to, z)
         return ((x + 1) / 2).clamp(0, 1)
 

@@ -1,7 +1,9 @@
 """LPIPS (Zhang et al. 2018, v0.1, VGG16 backbone): the perceptual term of the authors' VQ
-first-stage loss. Its weights (torchvision's VGG16 and LPIPS' linear heads) cannot be
-downloaded here, so they are read from files the user points to; asking for the loss without
-them is a one-line error saying what to set.
+first-stage loss (taming's ``VQLPIPSWithDiscriminator``). Its weights are files like FID's
+Inception weights: ``bench data download lpips`` fetches torchvision's VGG16 and LPIPS' linear
+heads, sha256-checked, to where this module reads them by default; other copies can be named
+(``vgg16_weights``, ``lpips_weights``). A missing file is a one-line error that says how to
+get it, raised when the first stage is built: before anything trains.
 """
 
 from __future__ import annotations
@@ -11,6 +13,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.datasets.download import (
+    LPIPS_HEADS_FILE,
+    VGG16_FILE,
+    VGG16_SHA256_PREFIX,
+    folder_of,
+    sha256_of,
+)
 from bench.registry import BenchError
 
 # VGG16 "features" up to relu5_3: (out channels per conv, max-pool after the block).
@@ -41,24 +50,17 @@ class LPIPS(nn.Module):
         self.requires_grad_(False).eval()
 
     def _load(self, vgg16_weights: str | None, lpips_weights: str | None) -> None:
-        missing = [
-            (key, path)
-            for key, path in (("vgg16_weights", vgg16_weights), ("lpips_weights", lpips_weights))
-            if not path or not Path(path).is_file()
-        ]
-        if missing:
-            key, path = missing[0]
-            raise BenchError(
-                f"the perceptual loss needs local weights, and {key}={path!r} is not a file: "
-                "set method.first_stage.autoencoder.vgg16_weights to torchvision's "
-                "vgg16-397923af.pth and lpips_weights to LPIPS v0.1 vgg.pth, or set "
-                "perceptual_weight=0"
-            )
-        vgg = torch.load(vgg16_weights, map_location="cpu", weights_only=True)
+        paths = weights_files(vgg16_weights, lpips_weights)
+        if self.shift.is_meta:  # built to be inspected (a stage walk): files checked, not read
+            return
+        vgg16 = paths["vgg16_weights"]
+        if not vgg16_weights and not sha256_of(vgg16).startswith(VGG16_SHA256_PREFIX):
+            raise BenchError(f"{vgg16} is not {VGG16_FILE}; run `bench data download lpips`")
+        vgg = torch.load(vgg16, map_location="cpu", weights_only=True)
         self.features.load_state_dict(
             {k[len("features.") :]: v for k, v in vgg.items() if k.startswith("features.")}
         )
-        heads = torch.load(lpips_weights, map_location="cpu", weights_only=True)
+        heads = torch.load(paths["lpips_weights"], map_location="cpu", weights_only=True)
         for i, lin in enumerate(self.lins):
             lin.weight.data.copy_(heads[f"lin{i}.model.1.weight"])
 
@@ -78,3 +80,21 @@ class LPIPS(nn.Module):
 
 def _unit_channels(x: torch.Tensor) -> torch.Tensor:
     return x / (x.square().sum(dim=1, keepdim=True).sqrt() + 1e-10)
+
+
+def weights_files(vgg16_weights: str | None, lpips_weights: str | None) -> dict[str, Path]:
+    """The two weight files (given, else where ``bench data download lpips`` puts them), or
+    a one-line error naming the first one missing and how to get it."""
+    paths = {
+        "vgg16_weights": Path(vgg16_weights or folder_of("lpips") / VGG16_FILE),
+        "lpips_weights": Path(lpips_weights or folder_of("lpips") / LPIPS_HEADS_FILE),
+    }
+    for key, path in paths.items():
+        if not path.is_file():
+            raise BenchError(
+                f"the first stage's perceptual loss (LPIPS) needs {path}, which is missing: run "
+                f"`bench data download lpips`, or set {key} of the first stage's autoencoder "
+                "settings to a copy, or its perceptual_weight to 0 (they sit under "
+                "method.first_stage.autoencoder; DisDiff's under method.ldm.model.first_stage)"
+            )
+    return paths

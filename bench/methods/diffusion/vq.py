@@ -1,11 +1,13 @@
 """The VQ autoencoder first stage of the latent-diffusion methods (DyGA+SD, EncDiff, DisDiff).
 
 diffusers' ``VQModel`` with the authors' sizes (methods.md §1.0): 64×64×3 → 16×16×3 latents,
-2048 codes, channels (32, 64, 128), two ResNet layers per block. The authors train it with
-LDM's ``VQLPIPSWithDiscriminator``: L1 + LPIPS reconstruction, codebook loss, and a hinge
-patch-GAN whose weight adapts to the ratio of gradient norms at the decoder's last layer. Here
-the perceptual term needs local VGG weights (``lpips.py``) and is off by default; L1 +
-codebook is the default loss and the patch-GAN is one setting away (``gan_weight=0.75``).
+2048 codes, channels (32, 64, 128), two ResNet layers per block. It trains as the authors' do
+(DisDiff's configs/autoencoder/shapes3d_vq_4_16.yaml, dis-dis's configs/autoencoder/*.yaml):
+taming's ``VQLPIPSWithDiscriminator`` — L1 + LPIPS reconstruction (perceptual weight 1.0),
+codebook loss (1.0), and a hinge patch-GAN (disc_weight 0.75, from step 0) whose weight adapts
+to the ratio of gradient norms at the decoder's last layer. The LPIPS weights are files
+(``bench data download lpips``, ``lpips.py``); the ``smoke`` and ``ci`` presets train without
+LPIPS and the GAN (``perceptual_weight=0``, ``gan_weight=0``).
 
 It is a registered method (``vq_autoencoder``) so it trains with the one training loop, but it
 is meant to be a shared stage: a diffusion method declares it as its first stage and the
@@ -38,10 +40,11 @@ class VQAutoencoderConfig(MethodConfig):
     latent_channels: int = 3
     num_codes: int = 2048
     codebook_weight: float = 1.0
-    perceptual_weight: float = 0.0  # the authors': 1.0, with the LPIPS weights below
+    perceptual_weight: float = 1.0  # LPIPS; 0 turns it off (no weight files needed)
+    # None: where `bench data download lpips` puts them; else a path to a copy.
     vgg16_weights: str | None = None  # torchvision's vgg16-397923af.pth
     lpips_weights: str | None = None  # LPIPS v0.1 vgg.pth (linear heads)
-    gan_weight: float = 0.0  # the authors' disc_weight: 0.75; 0 turns the patch-GAN off
+    gan_weight: float = 0.75  # the authors' disc_weight; 0 turns the patch-GAN off
     gan_start: int = 0  # step at which the adversarial terms begin (disc_start)
 
 
