@@ -42,7 +42,9 @@ IMAGE_HUNGRY = {"factor_vae", "beta_vae"}
 
 
 class CodeTable:
-    """Codes of dataset rows, each encoded once, on demand or all at once."""
+    """Codes of dataset rows, each encoded once, on demand or all at once. An observation is
+    a row index, or (row, 1) for the row's image flipped left-right (the attribute probe's
+    training images), whose codes are kept apart."""
 
     def __init__(self, dataset, method: Method, device: torch.device, batch_size: int) -> None:
         self.dataset, self.method, self.device, self.batch_size = (
@@ -55,13 +57,21 @@ class CodeTable:
         self.done = np.zeros(len(dataset), dtype=bool)
         self.pca_means: np.ndarray | None = None
         self.pca_axes: np.ndarray | None = None
+        self.flipped: dict[int, np.ndarray] = {}  # row → code of its mirrored image
 
-    def _encode_rows(self, rows: np.ndarray) -> None:
+    def _encode(
+        self, rows: np.ndarray, mirrored: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(rows, their codes) by batch; ``mirrored``: of the images flipped left-right."""
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
             images = torch.from_numpy(self.dataset.images(chunk)).to(self.device)
-            codes = self.method.encode(images.permute(0, 3, 1, 2).float().div_(255.0))
-            codes = codes.float().cpu().numpy()
+            images = images.permute(0, 3, 1, 2).float().div_(255.0)
+            codes = self.method.encode(images.flip(-1) if mirrored else images)
+            yield chunk, codes.float().cpu().numpy()
+
+    def _encode_rows(self, rows: np.ndarray) -> None:
+        for chunk, codes in self._encode(rows):
             if self.codes is None:
                 self.codes = np.zeros((len(self.dataset), *codes.shape[1:]), dtype=np.float32)
             self.codes[chunk] = codes
@@ -105,8 +115,20 @@ class CodeTable:
             self._encode_rows(missing)
         return self.codes[rows].reshape(len(rows), -1)
 
+    def raw_mirrored(self, rows: np.ndarray) -> np.ndarray:
+        """The flat codes of ``rows``' images flipped left-right, each encoded once."""
+        missing = np.unique([r for r in rows.tolist() if r not in self.flipped])
+        for chunk, codes in self._encode(missing.astype(np.int64), mirrored=True):
+            self.flipped.update(zip(chunk.tolist(), codes, strict=True))
+        return np.stack([self.flipped[r] for r in rows.tolist()]).reshape(len(rows), -1)
+
     def lookup(self, observations: np.ndarray) -> np.ndarray:
-        codes = self.raw(np.asarray(observations)[:, 0].astype(np.int64))
+        observations = np.asarray(observations).astype(np.int64)
+        rows = observations[:, 0]
+        mirrored = observations.shape[1] > 1 and bool(observations[0, 1])
+        if observations.shape[1] > 1 and (observations[:, 1] != observations[0, 1]).any():
+            raise ValueError("look up mirrored and plain images in separate calls")
+        codes = self.raw_mirrored(rows) if mirrored else self.raw(rows)
         if self.pca_axes is None:
             return codes
         return ((codes - self.pca_means) @ self.pca_axes).astype(np.float32)
@@ -161,6 +183,10 @@ class EncodedAttributes:
 
     def observations(self, indices: np.ndarray) -> np.ndarray:
         return np.asarray(indices)[:, None]
+
+    def flipped_observations(self, indices: np.ndarray) -> np.ndarray:
+        """The rows' images flipped left-right (the attribute probe's training images)."""
+        return np.stack([np.asarray(indices), np.ones(len(indices), dtype=np.int64)], 1)
 
 
 class Generated:

@@ -75,6 +75,9 @@ class Attributes:
     def observations(self, indices: np.ndarray) -> np.ndarray:
         return self.attributes[indices] * 2 - 1
 
+    def flipped_observations(self, indices: np.ndarray) -> np.ndarray:
+        return self.observations(indices)  # these "images" look the same mirrored
+
 
 def test_an_attribute_dataset_is_probed_on_its_own_partition():
     data = Attributes(np.repeat([0, 1, 2], [4000, 1000, 1000]))
@@ -82,6 +85,30 @@ def test_an_attribute_dataset_is_probed_on_its_own_partition():
     assert scores["mean_ap"] >= 0.99 and set(scores) >= {"ap.a", "ap.b", "ap.c"}
     with pytest.raises(BenchError, match="split=all"):
         compute_attribute_probe(Attributes(None), lambda x: x, np.random.RandomState(0))
+
+
+def test_training_images_are_flipped_at_random_each_epoch():
+    # Mirrored images with the same codes change nothing; with other codes, each epoch
+    # trains on a random half of them, and the scores move.
+    data = Attributes(np.repeat([0, 1, 2], [4000, 1000, 1000]))
+    noisy = np.random.default_rng(3).normal(scale=2.0, size=(len(data), 3)).astype(np.float32)
+    codes = lambda x: 4 * x  # noqa: E731
+    plain = compute_attribute_probe(data, codes, np.random.RandomState(0), flip_train=False)
+    same = compute_attribute_probe(data, codes, np.random.RandomState(0))
+    assert same == plain
+    # Noisy codes, so that the scores are short of perfect and the flips show in them.
+    base = np.random.default_rng(4).normal(size=(len(data), 3)).astype(np.float32)
+    data.observations = lambda rows: data.attributes[rows] + base[rows]
+    plain = compute_attribute_probe(data, lambda x: x, np.random.RandomState(0), flip_train=False)
+    seen = []
+    data.flipped_observations = lambda rows: seen.append(rows) or noisy[rows]
+    flipped = compute_attribute_probe(data, lambda x: x, np.random.RandomState(0))
+    (rows,) = seen
+    np.testing.assert_array_equal(rows, np.arange(4000))  # the train partition only
+    assert 0.5 < plain["mean_ap"] < 0.99 and flipped["mean_ap"] != plain["mean_ap"]
+    data.flipped_observations = None
+    with pytest.raises(BenchError, match=r"flip_train=True needs the data's flipped_observations"):
+        compute_attribute_probe(data, codes, np.random.RandomState(0))
 
 
 def test_diti_is_probed_on_a_procedural_datasets_attribute_view(tmp_path):
@@ -119,3 +146,37 @@ def test_with_pca_units_the_probe_reads_each_units_first_principal_component():
         data, lookup(np.stack(components, axis=1)), np.random.RandomState(0)
     )
     assert scores["mean_ap"] == pytest.approx(expected["mean_ap"], abs=2e-3)
+
+
+def test_the_code_table_encodes_mirrored_images_once_and_apart():
+    import torch
+
+    from bench.evaluate import CodeTable, EncodedAttributes
+
+    class Images:
+        attributes = np.zeros((20, 1))
+
+        def __len__(self):
+            return 20
+
+        def images(self, rows):
+            return np.random.default_rng(0).integers(0, 256, (20, 4, 6, 3), dtype=np.uint8)[rows]
+
+    class ColumnMeans:  # a code that a left-right flip reverses
+        calls = 0
+
+        def encode(self, images):
+            ColumnMeans.calls += 1
+            return images.mean(dim=(1, 2))
+
+    data = Images()
+    table = CodeTable(data, ColumnMeans(), torch.device("cpu"), batch_size=8)
+    view = EncodedAttributes(data)
+    rows = np.array([3, 5, 3, 11])
+    plain = table.lookup(view.observations(rows))
+    mirrored = table.lookup(view.flipped_observations(rows))
+    np.testing.assert_allclose(mirrored, plain[:, ::-1], rtol=1e-6)
+    calls = ColumnMeans.calls
+    table.lookup(view.flipped_observations(rows))
+    assert ColumnMeans.calls == calls  # each mirrored image encoded once
+    assert table.done.sum() == 3  # and apart from the plain codes

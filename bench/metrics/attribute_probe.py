@@ -15,9 +15,13 @@ instead: ``num_train``, ``num_valid`` and ``num_test`` images drawn with ``rando
 and one binary attribute per factor with more than one value, "the factor's value index is
 in its upper half" (``factor_attributes``). So the CelebA path runs on procedural data too.
 
-One difference from the authors' probe: they re-encode the training images every epoch under
-a random horizontal flip; here every image is encoded once, unflipped, as the evaluator's
-encode-once cache requires.
+The authors re-encode the training images every epoch under a random horizontal flip
+(``flip_train``, on by default): each training image is encoded once as it is and once
+flipped left-right, and every epoch takes either code for it with probability ½ (drawn from
+``random_state``) — the same codes re-encoding would give, the encoder being deterministic
+in eval mode. The data must then offer ``flipped_observations(indices)``, as the evaluator's
+CelebA view does. The ground-truth attribute view is never flipped: a flip mirrors factors.
+With ``pca_units``, the PCA is fitted on the probe's codes, flipped ones included.
 """
 
 from __future__ import annotations
@@ -47,12 +51,14 @@ def compute_attribute_probe(
     num_valid: int = 2000,
     num_test: int = 2000,
     pca_units: int | list[int] = 0,
+    flip_train: bool = True,
 ) -> dict[str, float]:
     """Mean test AP of a linear probe on the codes (DiTi's protocol); ``num_*`` size the
     attribute view of a ground-truth dataset and are unused on an attribute dataset.
     ``pca_units`` as TAD's: each unit's token reduced to one scalar by a PCA(1) fitted on the
     codes of the probe's images."""
     del artifact_dir
+    flipped = None
     if hasattr(ground_truth_data, "attributes"):
         partition = getattr(ground_truth_data, "partition", None)
         if partition is None:
@@ -63,17 +69,38 @@ def compute_attribute_probe(
         observations = ground_truth_data.observations(np.arange(len(ground_truth_data)))
         attributes = ground_truth_data.attributes
         names = list(ground_truth_data.attribute_names or range(attributes.shape[1]))
+        if flip_train:
+            if getattr(ground_truth_data, "flipped_observations", None) is None:
+                raise BenchError(
+                    "attribute_probe: flip_train=True needs the data's flipped_observations("
+                    "indices) (its images flipped left-right); give it, or set flip_train=False"
+                )
+            train = np.flatnonzero(np.asarray(partition) == TRAIN)
+            flipped = ground_truth_data.flipped_observations(train)
     else:
         sizes = (num_train, num_valid, num_test)
         factors, observations = ground_truth_data.sample(sum(sizes), random_state)
         attributes, names = factor_attributes(factors, ground_truth_data.factors_num_values)
         partition = np.repeat([TRAIN, VALID, TEST], sizes)
     codes = obtain_representation(observations, representation_function, batch_size).T
+    if flipped is not None:
+        flipped = obtain_representation(flipped, representation_function, batch_size).T
     if pca_units:
-        codes = pca1_per_unit(codes, pca_units)
+        both = pca1_per_unit(
+            codes if flipped is None else np.concatenate([codes, flipped]), pca_units
+        )
+        codes, flipped = both[: len(codes)], None if flipped is None else both[len(codes) :]
     check_codes("attribute_probe", codes.T)
     return probe_scores(
-        codes, attributes, partition, names, random_state, epochs, batch_size, learning_rate
+        codes,
+        attributes,
+        partition,
+        names,
+        random_state,
+        epochs,
+        batch_size,
+        learning_rate,
+        flipped_train=flipped,
     )
 
 
@@ -86,8 +113,11 @@ def probe_scores(
     epochs: int = 15,
     batch_size: int = 128,
     learning_rate: float = 1e-3,
+    flipped_train: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Train the probe on the TRAIN rows, choose the epoch on VALID, score TEST."""
+    """Train the probe on the TRAIN rows, choose the epoch on VALID, score TEST.
+    ``flipped_train``: the TRAIN rows' codes of their mirrored images, in row order; each
+    epoch then takes either code per image with probability ½."""
     split = {part: np.flatnonzero(partition == part) for part in (TRAIN, VALID, TEST)}
     x = torch.from_numpy(np.asarray(codes, dtype=np.float32))
     y = torch.from_numpy(np.asarray(attributes, dtype=np.float32))
@@ -99,11 +129,21 @@ def probe_scores(
         probe.bias.uniform_(-bound, bound, generator=generator)
     optimizer = torch.optim.Adam(probe.parameters(), lr=learning_rate)
     train = split[TRAIN]
+    mirrored = (
+        None
+        if flipped_train is None
+        else torch.from_numpy(np.asarray(flipped_train, dtype=np.float32))
+    )
     best = (-1.0, 0, None)  # valid mean AP, epoch, weights
     for epoch in range(1, epochs + 1):
+        inputs = x[train]
+        if mirrored is not None:  # this epoch's random flips
+            flip = torch.from_numpy(random_state.rand(len(train)) < 0.5)
+            inputs = torch.where(flip[:, None], mirrored, inputs)
         for start in range(0, len(train), batch_size):
             rows = train[start : start + batch_size]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(probe(x[rows]), y[rows])
+            batch = inputs[start : start + batch_size]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(probe(batch), y[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -127,7 +167,7 @@ def average_precisions(probe: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor)
 SPEC = MetricSpec(
     name="attribute_probe",
     function=compute_attribute_probe,
-    version="1",
+    version="2",  # 2: training codes of randomly flipped images each epoch, as the authors'
     higher_is_better=True,
     keys=("mean_ap", "valid_mean_ap", "best_epoch"),
     data="any",
