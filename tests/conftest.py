@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.datasets.download import LPIPS_HEADS_FILE, VGG16_FILE, folder_of
 from bench.metrics.dlib_reference import dlib_metric_module
 
 # CPU-fast settings for runs made by tests: few steps, a log line per step, one metric.
@@ -98,3 +99,16 @@ def injected_network(monkeypatch, tmp_path):
     )
     monkeypatch.setattr(fid, "feature_network", lambda weights, device: (network, "small"))
     return network
+
+
+@pytest.fixture
+def lpips_files():
+    """The paper first stages ask for the LPIPS weight files; built on meta they are only
+    looked for, not read, so empty stand-ins will do."""
+    folder = folder_of("lpips")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (VGG16_FILE, LPIPS_HEADS_FILE):
+        (folder / name).touch()
+    yield
+    for name in (VGG16_FILE, LPIPS_HEADS_FILE):
+        (folder / name).unlink()

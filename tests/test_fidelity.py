@@ -121,3 +121,20 @@ def test_encdiff_residual_branch_has_the_official_layout():
         (nn.ReLU, None),
         (nn.Conv2d, (1, 1)),
     ]
+
+
+def test_every_unet_resnet_normalises_with_openaimodels_epsilon():
+    # openaimodel's normalization() is GroupNorm32(32, c) with eps 1e-5, in every ResBlock,
+    # the resampling ones too; diffusers' ResnetBlock2D defaults to 1e-6 (the parity harness
+    # found the resamplers at 1e-6: ~1e-3 apart on one block).
+    from diffusers.models.resnet import ResnetBlock2D
+
+    unet = paper_unet()
+    norms = [
+        norm
+        for block in unet.modules()
+        if isinstance(block, ResnetBlock2D)
+        for norm in (block.norm1, block.norm2)
+    ]
+    assert len(norms) == 2 * (8 + 12 + 2 + 6)  # down, up and middle ResBlocks, resamplers
+    assert {norm.eps for norm in norms} == {1e-5}

@@ -16,7 +16,6 @@ from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D
 
 from bench.config import resolve_config
 from bench.datasets import DATASETS
-from bench.datasets.download import LPIPS_HEADS_FILE, VGG16_FILE, folder_of
 from bench.runner import build_method, shared_stages, stage_config
 
 DISDIFF = "ThomasMrY/DisDiff @c3ba0c7, configs/latent-diffusion/shapes3d-vq-4-16(-dis).yaml"
@@ -54,17 +53,7 @@ AUTHORS_COUNTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def lpips_files():
-    """The paper first stages ask for the LPIPS weight files; on meta they are only looked
-    for, not read, so empty stand-ins will do."""
-    folder = folder_of("lpips")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in (VGG16_FILE, LPIPS_HEADS_FILE):
-        (folder / name).touch()
-    yield
-    for name in (VGG16_FILE, LPIPS_HEADS_FILE):
-        (folder / name).unlink()
+pytestmark = pytest.mark.usefixtures("lpips_files")
 
 
 def networks(method: str, dataset: str) -> dict[str, torch.nn.Module]:

@@ -178,6 +178,7 @@ class ResBlockResample(nn.Module):
             out_channels=channels,
             temb_channels=temb,
             groups=config.norm_groups,
+            eps=1e-5,  # openaimodel's GroupNorm32 (diffusers' ResnetBlock2D default is 1e-6)
             dropout=config.dropout,
             time_embedding_norm="scale_shift",
             down=direction == "down",

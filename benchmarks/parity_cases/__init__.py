@@ -1,0 +1,14 @@
+"""The parity cases of ``benchmarks/parity.py``, one module per method: each names the
+repositories it needs (``NEEDS``: owner/name → a file only that repository has) and builds a
+``common.Comparison`` with ``compare(paths)``. Imported when asked for."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+CASES = ("disdiff", "dyga_sd", "encdiff", "ldm", "vq_autoencoder")
+
+
+def case(method: str) -> ModuleType:
+    return importlib.import_module(f"parity_cases.{method}")
