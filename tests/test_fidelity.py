@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers.models.resnet import ResnetBlock2D
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch import nn
@@ -127,8 +128,6 @@ def test_every_unet_resnet_normalises_with_openaimodels_epsilon():
     # openaimodel's normalization() is GroupNorm32(32, c) with eps 1e-5, in every ResBlock,
     # the resampling ones too; diffusers' ResnetBlock2D defaults to 1e-6 (the parity harness
     # found the resamplers at 1e-6: ~1e-3 apart on one block).
-    from diffusers.models.resnet import ResnetBlock2D
-
     unet = paper_unet()
     norms = [
         norm

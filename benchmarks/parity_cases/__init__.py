@@ -1,5 +1,5 @@
 """The parity cases of ``benchmarks/parity.py``, one module per method: each names the
-repositories it needs (``NEEDS``: owner/name → a file only that repository has) and builds a
+repositories it needs (``NEEDS``, owner/name of each, found by ``authors.MARKERS``) and builds a
 ``common.Comparison`` with ``compare(paths)``. Imported when asked for."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The authors' code, imported from the user's checkouts of their repositories.
 
 Nothing of theirs is copied here: ``checkouts`` finds each repository a case needs among the
-``--authors`` paths (by a file only that repository has) and reads its commit;
+``--authors`` paths (by a file only that repository has, ``MARKERS``) and reads its commit;
 ``importable`` puts them on ``sys.path`` for the comparison. Their modules import, at the
 top, packages that the compared code never calls (CLIP, kornia, transformers, torchvision's
 picture grid, PyTorch Lightning's module base); where one is not installed a stand-in takes
@@ -49,7 +49,19 @@ STAND_IN_ATTRIBUTES = {
 }
 # The top-level packages the authors' repositories define, dropped after a comparison so
 # that two repositories' ``ldm`` never meet in one process.
-THEIR_PACKAGES = ("ldm", "taming", "model", "utils", "diffusion", "sampler", "models", "op")
+THEIR_PACKAGES = ("ldm", "taming")
+
+DISDIFF, DIS_DIS, TAMING = (
+    "ThomasMrY/DisDiff",
+    "youngjun-jun/dis-dis",
+    "CompVis/taming-transformers",
+)
+# Each repository the cases need (owner/name on GitHub) → a file only it has.
+MARKERS = {
+    DISDIFF: "configs/latent-diffusion/shapes3d-vq-4-16-dis.yaml",
+    DIS_DIS: "code/ldm/models/diffusion/ddpm_dyga.py",
+    TAMING: "taming/modules/vqvae/quantize.py",
+}
 
 
 @dataclass(frozen=True)
@@ -59,10 +71,11 @@ class Checkout:
     commit: str
 
 
-def checkouts(paths: list[Path], needed: dict[str, str]) -> dict[str, Checkout]:
-    """The checkout of each repository of ``needed`` (owner/name → a file only it has)."""
+def checkouts(paths: list[Path], needed: tuple[str, ...]) -> dict[str, Checkout]:
+    """The checkout of each repository of ``needed``, found by its ``MARKERS`` file."""
     found = {}
-    for repo, marker in needed.items():
+    for repo in needed:
+        marker = MARKERS[repo]
         matches = [path for path in paths if (path / marker).is_file()]
         if not matches:
             raise SystemExit(

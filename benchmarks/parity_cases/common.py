@@ -70,3 +70,10 @@ def layout(method: str, manifest: str) -> Layout:
 
 def inputs(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def replayed(seed: int) -> tuple[torch.Generator, torch.Generator]:
+    """Two generators in the same state: one for our training loss, one to replay its draws
+    (time steps, noise, sampled units) for theirs."""
+    generator = torch.Generator().manual_seed(seed)
+    return generator, torch.Generator().set_state(generator.get_state())

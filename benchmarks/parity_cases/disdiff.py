@@ -26,14 +26,11 @@ from bench.authors.keymap import to_authors
 from bench.authors.openaimodel import unet_keymap
 from bench.methods.diffusion.gradient_field import frozen_pass
 from bench.methods.diffusion.schedule import noise_for_training
-from parity_cases.authors import checkouts, importable
-from parity_cases.common import Comparison, inputs, layout, load_into, our_method
-from parity_cases.ldm import DISDIFF, TAMING, load_first_stage, their_latent_diffusion
+from parity_cases.authors import DISDIFF, TAMING, checkouts, importable
+from parity_cases.common import Comparison, inputs, layout, load_into, our_method, replayed
+from parity_cases.ldm import load_first_stage, their_latent_diffusion
 
-NEEDS = {
-    DISDIFF: "configs/latent-diffusion/shapes3d-vq-4-16-dis.yaml",
-    TAMING: "taming/modules/vqvae/quantize.py",
-}
+NEEDS = (DISDIFF, TAMING)
 CONFIG = "configs/latent-diffusion/shapes3d-vq-4-16-dis.yaml"
 
 
@@ -90,8 +87,7 @@ def compare_disdiff(comparison: Comparison, ours, theirs, images: torch.Tensor) 
         encoded = theirs.get_first_stage_encoding(theirs.encode_first_stage(x))
     comparison.add("first stage latents (scaled)", latents, encoded)
 
-    generator = torch.Generator().manual_seed(2)
-    replay = torch.Generator().set_state(generator.get_state())
+    generator, replay = replayed(2)
     steps, noise, noisy = noise_for_training(ours.ldm.scheduler, latents, replay)
     sampled = torch.randint(0, ours.config.num_units, (len(images),), generator=replay)
 
@@ -106,14 +102,14 @@ def compare_disdiff(comparison: Comparison, ours, theirs, images: torch.Tensor) 
     comparison.add("loss", diffusion + disentangling.mean(), loss)
 
     with torch.no_grad():
-        comparison.add("units", ours.units(images).flatten(1), theirs.get_learned_conditioning(x))
+        ours_units = ours.units(images)
+        comparison.add("units", ours_units.flatten(1), theirs.get_learned_conditioning(x))
         shift_unet = theirs.model.diffusion_model
         expm = sys.modules[type(shift_unet).__module__].torch_expm
         weight = shift_unet.part_latents.weight
         comparison.add(
             "P = expm(Wᵀ − W)", ours.unit_embeddings.orthogonal(), expm((weight - weight.T)[None])
         )
-        ours_units = ours.units(images)
         features = frozen_pass(ours.ldm.unet, noisy, steps)
         fields = ours.fields(features, ours_units)
         with steered(sampled):

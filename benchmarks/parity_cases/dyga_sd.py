@@ -14,15 +14,11 @@ from pathlib import Path
 import torch
 
 from bench.methods.diffusion.schedule import noise_for_training
-from parity_cases.authors import checkouts, importable
-from parity_cases.common import Comparison, inputs, layout, load_into, our_method
-from parity_cases.ldm import TAMING, load_first_stage, their_latent_diffusion
+from parity_cases.authors import DIS_DIS, TAMING, checkouts, importable
+from parity_cases.common import Comparison, inputs, layout, load_into, our_method, replayed
+from parity_cases.ldm import load_first_stage, their_latent_diffusion
 
-DIS_DIS = "youngjun-jun/dis-dis"
-NEEDS = {
-    DIS_DIS: "code/ldm/models/diffusion/ddpm_dyga.py",
-    TAMING: "taming/modules/vqvae/quantize.py",
-}
+NEEDS = (DIS_DIS, TAMING)
 CONFIG = "configs/latent-diffusion/shapes3d.yaml"
 # ddpm_dyga.py imports DDIMSampler from this module, which the repository does not have
 ABSENT = ("ldm.models.diffusion.ddim",)
@@ -62,8 +58,7 @@ def compare_token_diffusion(comparison: Comparison, ours, theirs) -> None:
         tokens = ours.condition(ours.tokens(ours.scalars(images)))
         their_tokens = theirs.get_learned_conditioning(x)
         comparison.add("tokens", tokens, their_tokens)
-        generator = torch.Generator().manual_seed(2)
-        replay = torch.Generator().set_state(generator.get_state())
+        generator, replay = replayed(2)
         steps, noise, noisy = noise_for_training(ours.scheduler, latents, replay)
         alphas = ours.scheduler.alphas_cumprod.float()
         comparison.add("alphas_cumprod", alphas, theirs.alphas_cumprod)

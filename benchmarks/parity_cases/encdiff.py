@@ -12,16 +12,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from parity_cases.authors import checkouts, importable
+from parity_cases.authors import DIS_DIS, DISDIFF, checkouts, importable
 from parity_cases.common import Comparison, inputs, layout, load_into, our_method
 from parity_cases.dyga_sd import CONFIG as DIS_DIS_CONFIG
-from parity_cases.dyga_sd import DIS_DIS
-from parity_cases.ldm import DISDIFF
 
-NEEDS = {
-    DIS_DIS: "code/ldm/models/diffusion/ddpm_dyga.py",
-    DISDIFF: "configs/latent-diffusion/shapes3d-vq-4-16-dis.yaml",
-}
+NEEDS = (DIS_DIS, DISDIFF)
 UNET = "ldm.modules.diffusionmodules.openaimodel_skip-dropout"
 
 

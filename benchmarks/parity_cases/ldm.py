@@ -9,14 +9,10 @@ from pathlib import Path
 import torch
 
 from bench.methods.diffusion.schedule import noise_for_training
-from parity_cases.authors import checkouts, importable
-from parity_cases.common import Comparison, inputs, layout, load_into, our_method
+from parity_cases.authors import DISDIFF, TAMING, checkouts, importable
+from parity_cases.common import Comparison, inputs, layout, load_into, our_method, replayed
 
-DISDIFF, TAMING = "ThomasMrY/DisDiff", "CompVis/taming-transformers"
-NEEDS = {
-    DISDIFF: "configs/latent-diffusion/shapes3d-vq-4-16-dis.yaml",
-    TAMING: "taming/modules/vqvae/quantize.py",
-}
+NEEDS = (DISDIFF, TAMING)
 CONFIG = "configs/latent-diffusion/shapes3d-vq-4-16.yaml"
 
 
@@ -68,10 +64,8 @@ def compare_latent_diffusion(comparison: Comparison, ours, theirs) -> None:
         comparison.add(
             "alphas_cumprod", ours.scheduler.alphas_cumprod.float(), theirs.alphas_cumprod
         )
-        generator = torch.Generator().manual_seed(2)
-        steps, noise, noisy = noise_for_training(
-            ours.scheduler, latents, torch.Generator().set_state(generator.get_state())
-        )
+        generator, replay = replayed(2)
+        steps, noise, noisy = noise_for_training(ours.scheduler, latents, replay)
         comparison.add("q_sample", noisy, theirs.q_sample(encoded, steps, noise))
         epsilon = theirs.apply_model(noisy, steps, None)
         comparison.add("unet ε", ours.unet(noisy, steps).sample, getattr(epsilon, "pred", epsilon))

@@ -19,14 +19,10 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from parity_cases.authors import checkouts, importable
+from parity_cases.authors import DISDIFF, TAMING, checkouts, importable
 from parity_cases.common import Comparison, inputs, layout, load_into, our_method
-from parity_cases.ldm import DISDIFF, TAMING
 
-NEEDS = {
-    DISDIFF: "configs/latent-diffusion/shapes3d-vq-4-16-dis.yaml",
-    TAMING: "taming/modules/vqvae/quantize.py",
-}
+NEEDS = (DISDIFF, TAMING)
 CONFIG = "configs/autoencoder/shapes3d_vq_4_16.yaml"
 
 
