@@ -377,3 +377,19 @@ def test_folding_without_the_shape_label_is_a_one_line_error():
     with pytest.raises(BenchError, match=r"label both") as error:
         build_method(cfg, bench.datasets.load("dsprites-procedural"))
     assert "\n" not in str(error.value)
+
+
+def test_class_frequencies_given_in_the_config_are_kept():
+    # Given with the unknown factors (the parity harness, a user's own counts), they are not
+    # recounted from the dataset's labels.
+    given = [[0.2, 0.8], [0.5, 0.25, 0.25]]
+    overrides = [
+        "method.labeled=[shape,scale]",
+        f"method.class_frequencies={given}",
+        "method.unknown_factors=[orientation,posX,posY]",
+    ]
+    cfg = resolve_config("disunknown", "dsprites-procedural", "ci", overrides, 0)
+    model = build_method(cfg, bench.datasets.load("dsprites-procedural"))
+    assert model.config.class_frequencies == given
+    for embedder, frequencies in zip(model.stage1_embedder, given, strict=True):
+        torch.testing.assert_close(embedder.frequencies, torch.tensor(frequencies))

@@ -10,6 +10,8 @@ Most pieces are renames. The others differ only in how a tensor is laid out:
   ``qkv`` convolution. openaimodel's ``QKVAttention`` splits q, k, v before the heads (rows
   [q | k | v], each head-major); its ``QKVAttentionLegacy`` splits the heads first (rows
   [head 0: q k v | head 1: q k v | …]), so the legacy fusion interleaves the rows by head;
+- ``"transposed"``: a linear weight of ours ([out, in]) that is a matrix of theirs applied from
+  the right ([in, out]: score_sde's ``NIN`` layers);
 - ``"unit"``: one unit's slice of our stacked per-unit weights (``UnitMLPs``: [units, in, out])
   that is a separate ``nn.Linear`` of theirs (weight [out, in]); several pieces share our key.
 """
@@ -20,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-LAYOUTS = ("same", "conv", "qkv", "qkv_legacy", "unit")
+LAYOUTS = ("same", "conv", "qkv", "qkv_legacy", "transposed", "unit")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ def _fuse(piece: Piece, tensors: list[torch.Tensor]) -> torch.Tensor:
         return tensors[0]
     if piece.layout == "conv":
         return _as_conv(tensors[0], piece.conv_dims)
+    if piece.layout == "transposed":
+        return tensors[0].T.contiguous()
     if piece.layout == "unit":
         return _unit_slice(tensors[0][piece.unit])
     q, k, v = tensors
@@ -108,6 +112,8 @@ def _split(piece: Piece, tensor: torch.Tensor) -> list[torch.Tensor]:
         return [tensor]
     if piece.layout == "conv":
         return [_as_linear(tensor)]
+    if piece.layout == "transposed":
+        return [tensor.T.contiguous()]
     flat = _as_linear(tensor)
     if piece.layout == "qkv_legacy":
         per_head = flat.unflatten(0, (piece.heads, 3, -1))

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 import torch
+from diffusers.models.attention_processor import Attention
 from torch import nn
 
 from bench.authors.autoencoder import vq_keymap
+from bench.authors.disunknown import renamed_keymap
 from bench.authors.keymap import KeyMap, Piece, prefixed, to_authors
-from bench.authors.openaimodel import linear, shift_decoder_keymap, unet_keymap
+from bench.authors.openaimodel import attention_block, linear, shift_decoder_keymap, unet_keymap
+from bench.authors.score_sde import ncsnpp_keymap, wide_resnet_keymap
 
 MANIFESTS = files("bench.authors") / "manifests"
 
@@ -29,6 +32,14 @@ class Layout:
     manifest: str  # bench/authors/manifests/<manifest>.json
     parts: tuple[str, ...]  # our method's modules (dotted paths) that make the authors' one
     keymap: Callable[[nn.Module], KeyMap]  # from our method's state dict keys
+    # Keys of the authors' module (exact, or prefixes ending in ".") with no counterpart in
+    # ours, each for a reason ``unused_because`` gives: a head their training never reads, a
+    # buffer the forward pass does not use.
+    unused: tuple[str, ...] = ()
+    unused_because: str = ""
+
+    def is_unused(self, key: str) -> bool:
+        return any(key == u or (u.endswith(".") and key.startswith(u)) for u in self.unused)
 
     def state_of(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The parts' entries of ``model``'s state dict."""
@@ -102,6 +113,41 @@ def encoder4_keymap(model: nn.Module) -> KeyMap:
     ]
 
 
+def diti_keymap(model: nn.Module) -> KeyMap:
+    """DiTi's ``ShiftUNet`` (its decoder): the frozen pixel DDPM's U-Net, the gradient-field
+    decoder as its ``shift_*`` blocks (FiLM as ``emb_z_layers``) and ``label_emb``."""
+    return [
+        *prefixed(unet_keymap(model.ddpm.unet), "ddpm.unet."),
+        *shift_decoder_keymap(model.decoder, "decoder", film="emb_z_layers"),
+        *linear("label_emb", "label_emb"),
+    ]
+
+
+def diti_encoder_keymap(model: nn.Module) -> KeyMap:
+    """DiTi's ``CELEBA64Encoder``: the same sequence under ``encoder``, its self-attention
+    PDAE's ``AttentionBlock`` (fused qkv, legacy head order)."""
+    keymap: KeyMap = []
+    for i, child in enumerate(model.encoder):
+        if isinstance(child, Attention):
+            keymap += attention_block(f"encoder.{i}", f"encoder.{i}", child, legacy=True)
+        else:
+            keymap += [Piece((f"encoder.{i}.{k}",), f"encoder.{i}.{k}") for k in child.state_dict()]
+    return keymap
+
+
+def dbrl_keymap(model: nn.Module) -> KeyMap:
+    """DBRL's ``NCSNpp`` with ``include_encoder``: the score network and, as its ``encoder``,
+    the time-conditioned WideResNet."""
+    return [
+        *ncsnpp_keymap(model.score_net, "score_net"),
+        *wide_resnet_keymap(model.encoder, "encoder"),
+    ]
+
+
+def renamed_layout(manifest: str, part: str, kind: str) -> Layout:
+    return Layout(manifest, (part,), lambda m: renamed_keymap(getattr(m, part), part, kind))
+
+
 LAYOUTS: dict[str, list[Layout]] = {
     "vq_autoencoder": [
         Layout("ldm-vq-autoencoder", ("vq",), lambda m: prefixed(vq_keymap(m.vq), "vq.")),
@@ -113,6 +159,39 @@ LAYOUTS: dict[str, list[Layout]] = {
     ],
     "ldm": [
         Layout("disdiff-ldm-unet", ("unet",), lambda m: prefixed(unet_keymap(m.unet), "unet.")),
+    ],
+    "ddpm_pixel": [
+        Layout("diti-ddpm-unet", ("unet",), lambda m: prefixed(unet_keymap(m.unet), "unet.")),
+    ],
+    "diti": [
+        Layout("diti-shift-unet", ("ddpm.unet", "decoder", "label_emb"), diti_keymap),
+        Layout("diti-celeba64-encoder", ("encoder",), diti_encoder_keymap),
+    ],
+    "dbrl": [
+        Layout(
+            "dbrl-ncsnpp",
+            ("score_net", "encoder"),
+            dbrl_keymap,
+            unused=("decoder.", "encoder.linear.", "encoder.time_embedding.param_t", "sigmas"),
+            unused_because=(
+                "their reconstruction decoder (its loss weight is 0 in their command), the "
+                "encoder's classifier head and learnable t (read only by their semi-supervised "
+                "and use_param_t paths), and the discrete σ buffer (continuous training)"
+            ),
+        ),
+    ],
+    # The files DisUnknown's trainers save: trained_models/E.pt, G1.pt, B1.pt, R1.pt, and
+    # the stage checkpoints' C (stage 1), G, B, D (stage 2) and S (the labelled encoder).
+    "disunknown": [
+        renamed_layout("disunknown-E", "unknown_encoder", "encoder"),
+        renamed_layout("disunknown-G1", "stage1_generator", "generator"),
+        renamed_layout("disunknown-C", "stage1_classifier", "compound"),
+        renamed_layout("disunknown-B1", "stage1_embedder", "embedder"),
+        renamed_layout("disunknown-R", "label_classifier", "classifier"),
+        renamed_layout("disunknown-G2", "generator", "generator"),
+        renamed_layout("disunknown-B2", "embedder", "embedder"),
+        renamed_layout("disunknown-D", "discriminator", "discriminator"),
+        renamed_layout("disunknown-S", "labeled_encoder", "encoder"),
     ],
     "disdiff": [
         Layout(

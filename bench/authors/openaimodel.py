@@ -1,17 +1,20 @@
 """Our diffusers U-Nets in the layout of LDM's openaimodel ``UNetModel`` (DisDiff's LDM and
-gradient-field decoder, dis-dis's U-Net for DyGA+SD and EncDiff).
+gradient-field decoder, dis-dis's U-Net for DyGA+SD and EncDiff) and of PDAE's ``UNet``, which
+DiTi's repository carries with the same names (its pixel DDPM and ``ShiftUNet``).
 
 openaimodel numbers its blocks where diffusers names them: ``input_blocks.0`` is the input
 convolution, then one entry per ResBlock (with its attention as ``.1``) and one per resampling
 ResBlock; ``middle_block`` is ResBlock, attention, ResBlock; each ``output_blocks`` entry is a
 ResBlock, its attention, and the level's upsampler last. The ResBlock's layers are numbered
 within ``in_layers``/``emb_layers``/``out_layers``. A spatial transformer has the same names in
-both; a plain attention block fuses q, k and v (``keymap``'s qkv layouts). DisDiff's
-gradient-field decoder is openaimodel_shift's second middle block and output path, whose
-ResBlocks have the condition's FiLM as ``cond_emb_layers``.
+both; a plain attention block fuses q, k and v (``keymap``'s qkv layouts). A gradient-field
+decoder is the second middle block and output path of openaimodel_shift (DisDiff) or of
+``ShiftUNet`` (DiTi), whose ResBlocks add the condition's FiLM.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
@@ -61,15 +64,19 @@ def unet_keymap(unet: nn.Module, legacy_attention: bool = True) -> KeyMap:
     return keymap
 
 
-def shift_decoder_keymap(decoder: GradientFieldDecoder, ours: str) -> KeyMap:
-    """A gradient-field decoder as openaimodel_shift's ``shift_middle_block``,
-    ``shift_output_blocks`` and ``shift_out`` (DisDiff)."""
-    return [
+def shift_decoder_keymap(
+    decoder: GradientFieldDecoder, ours: str, film: str = "cond_emb_layers"
+) -> KeyMap:
+    """A gradient-field decoder as PDAE's ``shift_middle_block``, ``shift_output_blocks`` and
+    ``shift_out``, whose ResBlocks call the condition's FiLM ``film``: ``cond_emb_layers`` in
+    DisDiff's openaimodel_shift, ``emb_z_layers`` in DiTi's ShiftUNet."""
+    keymap = [
         *middle_keymap(decoder.mid_block, f"{ours}.mid_block", "shift_middle_block"),
         *output_keymap(decoder.up_blocks, f"{ours}.up_blocks", "shift_output_blocks"),
         *linear(f"{ours}.conv_norm_out", "shift_out.0"),
         *linear(f"{ours}.conv_out", "shift_out.2"),
     ]
+    return [replace(p, theirs=p.theirs.replace(".cond_emb_layers.", f".{film}.")) for p in keymap]
 
 
 def middle_keymap(middle: nn.Module, ours: str, theirs: str, legacy: bool = True) -> KeyMap:

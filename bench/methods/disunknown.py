@@ -116,8 +116,8 @@ class DisUnknownConfig(MethodConfig):
     # ``class_labels``), with orientation 39 left out of training (data.exclude).
     fold_orientation: bool = False
     notes: list[str] = field(default_factory=list)  # known differences from the authors' setup
-    # From the dataset (``configure_for``): each labelled factor's class frequencies, and
-    # the factors left unlabelled.
+    # From the dataset unless given (``configure_for``): each labelled factor's class
+    # frequencies, and the factors left unlabelled.
     class_frequencies: list[list[float]] = field(default_factory=list)
     unknown_factors: list[str] = field(default_factory=list)
 
@@ -299,8 +299,12 @@ class DisUnknown(Method):
     ) -> DisUnknownConfig:
         """The labelled factors' classes and their frequencies over the training ``rows``
         (the authors' ``class_freq`` of the training labels): each factor's classes run up to
-        the largest label training sees (39 dSprites orientations once the 40th is left out)."""
+        the largest label training sees (39 dSprites orientations once the 40th is left out).
+        Frequencies and unknown factors given in the config are kept as they are."""
         from bench.train import label_columns  # the loop's own check of the factor names
+
+        if config.class_frequencies and config.unknown_factors:
+            return config
 
         unknown = [f for f in dataset.factor_names if f not in config.labeled]
         if not config.labeled:

@@ -7,7 +7,17 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-CASES = ("disdiff", "dyga_sd", "encdiff", "ldm", "vq_autoencoder")
+CASES = (
+    "dbrl",
+    "ddpm_pixel",
+    "disdiff",
+    "disunknown",
+    "diti",
+    "dyga_sd",
+    "encdiff",
+    "ldm",
+    "vq_autoencoder",
+)
 
 
 def case(method: str) -> ModuleType:

@@ -3,15 +3,17 @@
 Nothing of theirs is copied here: ``checkouts`` finds each repository a case needs among the
 ``--authors`` paths (by a file only that repository has, ``MARKERS``) and reads its commit;
 ``importable`` puts them on ``sys.path`` for the comparison. Their modules import, at the
-top, packages that the compared code never calls (CLIP, kornia, transformers, torchvision's
-picture grid, PyTorch Lightning's module base); where one is not installed a stand-in takes
-its place: an attribute of it is a class that refuses to be built, except Lightning's
+top, packages that the compared code never calls (CLIP, kornia, transformers, torchvision,
+lmdb, timm, PyTorch Lightning's module base); where one is not installed a stand-in takes its
+place: an attribute of it is a class that refuses to be built, except Lightning's
 ``LightningModule`` (an ``nn.Module`` with what their models read of it: its device, step 0
 of epoch 0) and ``rank_zero_only`` (a decorator that changes nothing).
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import subprocess
 import sys
@@ -22,15 +24,16 @@ from pathlib import Path
 
 from torch import nn
 
+# Packages their modules import at the top and the compared code never calls; a stand-in
+# serves each (and every submodule of it) where it is not installed.
 STAND_INS = (
     "clip",
     "kornia",
-    "transformers",
-    "torchvision",
-    "torchvision.utils",
+    "lmdb",
     "pytorch_lightning",
-    "pytorch_lightning.utilities",
-    "pytorch_lightning.utilities.distributed",
+    "timm",
+    "torchvision",
+    "transformers",
 )
 
 
@@ -47,19 +50,22 @@ STAND_IN_ATTRIBUTES = {
     "pytorch_lightning": {"LightningModule": LightningModule},
     "pytorch_lightning.utilities.distributed": {"rank_zero_only": lambda function: function},
 }
-# The top-level packages the authors' repositories define, dropped after a comparison so
-# that two repositories' ``ldm`` never meet in one process.
-THEIR_PACKAGES = ("ldm", "taming")
 
-DISDIFF, DIS_DIS, TAMING = (
+DBRL, DISDIFF, DIS_DIS, DISUNKNOWN, DITI, TAMING = (
+    "korabs-x/representation_score_based",
     "ThomasMrY/DisDiff",
     "youngjun-jun/dis-dis",
+    "stormraiser/disunknown",
+    "yue-zhongqi/diti",
     "CompVis/taming-transformers",
 )
 # Each repository the cases need (owner/name on GitHub) → a file only it has.
 MARKERS = {
+    DBRL: "score_sde_pytorch/models/wrn.py",
     DISDIFF: "configs/latent-diffusion/shapes3d-vq-4-16-dis.yaml",
     DIS_DIS: "code/ldm/models/diffusion/ddpm_dyga.py",
+    DISUNKNOWN: "trainers/Stage1AllUnknownTrainer.py",
+    DITI: "trainer/diti_trainer.py",
     TAMING: "taming/modules/vqvae/quantize.py",
 }
 
@@ -99,44 +105,77 @@ def commit_of(path: Path) -> str:
 
 @contextmanager
 def importable(*folders: Path, absent: tuple[str, ...] = ()):
-    """``folders`` first on ``sys.path`` and stand-ins for the missing optional packages and
-    for ``absent``: modules of theirs that their code imports and their repository lacks."""
-    added = [name for name in STAND_INS if _missing(name)] + list(absent)
-    for name in added:
-        sys.modules[name] = _stand_in(name)
+    """``folders`` first on ``sys.path``, stand-ins for the missing ``STAND_INS`` and for
+    ``absent`` (modules their code imports that their repository lacks or that cannot load
+    here); afterwards every module loaded from ``folders`` is dropped, so that two
+    repositories' packages of one name (``ldm``, ``model``) never meet in one process."""
+    roots = {name for name in STAND_INS if _missing(name)}
+    finder = StandIns(roots, set(absent))
+    sys.meta_path.insert(0, finder)
     sys.path[:0] = [str(folder) for folder in folders]
     try:
         yield
     finally:
         del sys.path[: len(folders)]
-        for name in list(sys.modules):
-            if name in added or name.split(".")[0] in THEIR_PACKAGES:
+        sys.meta_path.remove(finder)
+        for name, module in list(sys.modules.items()):
+            where = getattr(module, "__file__", None) or ""
+            if isinstance(module, StandIn) or any(where.startswith(str(f)) for f in folders):
                 del sys.modules[name]
 
 
 def _missing(name: str) -> bool:
     if name in sys.modules:
         return False
-    try:
-        return importlib.util.find_spec(name) is None
-    except ModuleNotFoundError:  # its parent is missing too
-        return True
+    return importlib.util.find_spec(name) is None
 
 
-def _stand_in(name: str) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__path__ = []  # a package, so that its submodules' stand-ins import
-    module.__dict__.update(STAND_IN_ATTRIBUTES.get(name, {}))
+class StandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves a ``StandIn`` for ``absent`` and for ``roots`` and every module under them."""
 
-    def attribute(key: str):
+    def __init__(self, roots: set[str], absent: set[str]) -> None:
+        self.roots, self.absent = roots, absent
+
+    def find_spec(self, name: str, path=None, target=None):
+        if name in self.absent or name.split(".")[0] in self.roots:
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec) -> types.ModuleType:
+        return StandIn(spec.name)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        module.__path__ = []  # a package, so that its submodules import
+
+
+class StandIn(types.ModuleType):
+    """A module whose attributes are ``placeholder`` classes (or what ``STAND_IN_ATTRIBUTES``
+    gives)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.__dict__.update(STAND_IN_ATTRIBUTES.get(name, {}))
+
+    def __getattr__(self, key: str):
         if key.startswith("__"):
             raise AttributeError(key)
+        return placeholder(f"{self.__name__}.{key}")
 
-        class Unavailable:
-            def __init__(self, *args, **kwargs) -> None:
-                raise RuntimeError(f"{name}.{key} is a stand-in: install {name} to use it")
 
-        return Unavailable
+class Placeholder(type):
+    """The type of a stand-in's attributes: their attributes are placeholders too
+    (``torchvision.datasets.MNIST``), so that their modules can subclass them."""
 
-    module.__getattr__ = attribute
-    return module
+    def __getattr__(cls, key: str):
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return placeholder(f"{cls.__qualname__}.{key}")
+
+
+def placeholder(name: str) -> type:
+    """A class that refuses to be built."""
+
+    def refuse(self, *args, **kwargs) -> None:
+        raise RuntimeError(f"{name} is a stand-in: install {name.split('.')[0]} to use it")
+
+    return Placeholder(name.rsplit(".", 1)[-1], (), {"__init__": refuse, "__qualname__": name})

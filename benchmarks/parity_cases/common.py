@@ -4,7 +4,9 @@ pairs of quantities to compare."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from unittest import mock
 
 import torch
 from torch import nn
@@ -30,13 +32,18 @@ class Comparison:
 
 
 def our_method(
-    method: str, dataset: str = "shapes3d", seed: int = 0, overrides: list[str] = ()
+    method: str,
+    dataset: str = "shapes3d",
+    seed: int = 0,
+    overrides: list[str] = (),
+    randomized: bool = True,
 ) -> nn.Module:
     """Our ``method`` at its paper configuration (with ``overrides``) on ``dataset``'s image
-    shape, with seeded random weights everywhere (``randomize``)."""
+    shape, with seeded random weights everywhere (``randomize``) unless not ``randomized``."""
     cfg = resolve_config(method, dataset, "paper", overrides)
     model = build_method(cfg, DATASETS.get(dataset))
-    randomize(model, seed)
+    if randomized:
+        randomize(model, seed)
     return model
 
 
@@ -59,8 +66,15 @@ def randomize(module: nn.Module, seed: int) -> None:
 
 
 def load_into(theirs: nn.Module, ours: nn.Module, layout: Layout) -> dict[str, torch.Tensor]:
-    """Our weights in their module (every key matched), and their module's state dict."""
-    theirs.load_state_dict(layout.authors_state(ours), strict=True)
+    """Our weights in their module (every key of theirs filled but those the layout names
+    unused), and their module's state dict."""
+    result = theirs.load_state_dict(layout.authors_state(ours), strict=False)
+    unfilled = [key for key in result.missing_keys if not layout.is_unused(key)]
+    if unfilled or result.unexpected_keys:
+        raise ValueError(
+            f"{layout.manifest}: their keys left unfilled {unfilled[:3]}, ours without a place "
+            f"{result.unexpected_keys[:3]}"
+        )
     return theirs.state_dict()
 
 
@@ -77,3 +91,22 @@ def replayed(seed: int) -> tuple[torch.Generator, torch.Generator]:
     (time steps, noise, sampled units) for theirs."""
     generator = torch.Generator().manual_seed(seed)
     return generator, torch.Generator().set_state(generator.get_state())
+
+
+@contextmanager
+def torch_draws(**draws: list[torch.Tensor]):
+    """Each named function of torch (``randint``, ``rand``, ``randn_like``) gives its listed
+    tensors in turn: the draws of our explicit generator, replayed into code that draws from
+    torch's global one."""
+    queues = {name: list(tensors) for name, tensors in draws.items()}
+
+    def replay(name: str):
+        return lambda *args, **kwargs: queues[name].pop(0).clone()
+
+    with ExitStack() as stack:
+        for name in queues:
+            stack.enter_context(mock.patch.object(torch, name, replay(name)))
+        yield
+    left = {name: len(queue) for name, queue in queues.items() if queue}
+    if left:
+        raise AssertionError(f"their code drew fewer numbers than replayed: {left}")
