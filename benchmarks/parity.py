@@ -105,7 +105,7 @@ def print_table(record: dict) -> None:
     width = max(len(q["name"]) for q in record["quantities"])
     print(
         f"{record['method']}: ours against "
-        + ", ".join(f"{a['repo']}@{a['commit'][:7]}" for a in record["authors"])
+        + ", ".join(f"{a['repo']}@{short(a['commit'])}" for a in record["authors"])
     )
     print(f"{'quantity':{width}}  {'max |Δ|':>10}  {'max |theirs|':>12}")
     for q in record["quantities"]:
@@ -113,6 +113,11 @@ def print_table(record: dict) -> None:
         print(f"{q['name']:{width}}  {q['max_abs_diff']:10.2e}  {q['max_abs']:12.3e}{flag}")
     for note in record["notes"]:
         print(f"note: {note}")
+
+
+def short(commit: str) -> str:
+    """A git commit's first 7 digits; a package version as it is."""
+    return commit[:7] if len(commit) == 40 else commit
 
 
 def write_manifests(comparison: Comparison) -> None:

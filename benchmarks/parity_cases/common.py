@@ -110,3 +110,43 @@ def torch_draws(**draws: list[torch.Tensor]):
     left = {name: len(queue) for name, queue in queues.items() if queue}
     if left:
         raise AssertionError(f"their code drew fewer numbers than replayed: {left}")
+
+
+@contextmanager
+def recording(records: list[tuple[str, torch.Tensor]], names: tuple[str, ...]):
+    """Every draw of the named torch functions (``rand``, ``randperm``, …) made inside, in
+    order, appended to ``records`` as (name, value)."""
+    with ExitStack() as stack:
+        for name in names:
+            original = getattr(torch, name)
+
+            def record(*args, _name=name, _original=original, **kwargs):
+                out = _original(*args, **kwargs)
+                records.append((_name, out.clone()))
+                return out
+
+            stack.enter_context(mock.patch.object(torch, name, record))
+        yield
+
+
+@contextmanager
+def replaying(records: list[tuple[str, torch.Tensor]], names: tuple[str, ...]):
+    """Each call of the named torch functions inside gets the next of ``records``, which must
+    be of its kind; every record must be used."""
+    queue = list(records)
+
+    def replay(name: str):
+        def draw(*args, **kwargs):
+            kind, value = queue.pop(0)
+            if kind != name:
+                raise AssertionError(f"their code drew {name} where ours drew {kind}")
+            return value.clone()
+
+        return draw
+
+    with ExitStack() as stack:
+        for name in names:
+            stack.enter_context(mock.patch.object(torch, name, replay(name)))
+        yield
+    if queue:
+        raise AssertionError(f"their code drew {len(records) - len(queue)} of {len(records)}")

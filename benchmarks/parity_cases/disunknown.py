@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from unittest import mock
 
@@ -25,7 +24,16 @@ from torch import nn
 from bench.authors.keymap import to_authors
 from bench.methods.disunknown import DisUnknown
 from parity_cases.authors import DISUNKNOWN, checkouts, importable
-from parity_cases.common import Comparison, inputs, layout, load_into, our_method, randomize
+from parity_cases.common import (
+    Comparison,
+    inputs,
+    layout,
+    load_into,
+    our_method,
+    randomize,
+    recording,
+    replaying,
+)
 
 NEEDS = (DISUNKNOWN,)
 CONFIG = "config_example.yaml"
@@ -176,49 +184,11 @@ def labels_of(n: int, seed: int) -> torch.Tensor:
     return torch.stack([torch.randint(c, (n,), generator=generator) for c in CLASSES.values()], 1)
 
 
-@contextmanager
-def recording(records: list[tuple[str, torch.Tensor]]):
-    """Every ``RANDOM`` draw made inside, in order, appended to ``records``."""
-    with ExitStack() as stack:
-        for name in RANDOM:
-            original = getattr(torch, name)
-
-            def record(*args, _name=name, _original=original, **kwargs):
-                out = _original(*args, **kwargs)
-                records.append((_name, out.clone()))
-                return out
-
-            stack.enter_context(mock.patch.object(torch, name, record))
-        yield
-
-
-@contextmanager
-def replaying(records: list[tuple[str, torch.Tensor]]):
-    """Each ``RANDOM`` call inside gets the next of ``records`` (which must be of its kind)."""
-    queue = list(records)
-
-    def replay(name: str):
-        def draw(*args, **kwargs):
-            kind, value = queue.pop(0)
-            if kind != name:
-                raise AssertionError(f"their code drew {name} where ours drew {kind}")
-            return value.clone()
-
-        return draw
-
-    with ExitStack() as stack:
-        for name in RANDOM:
-            stack.enter_context(mock.patch.object(torch, name, replay(name)))
-        yield
-    if queue:
-        raise AssertionError(f"their code drew {len(records) - len(queue)} of {len(records)}")
-
-
 def compare_stage1(comparison: Comparison, ours: DisUnknown, theirs: dict, config, class_freq):
     x = inputs((BATCH, 3, 64, 64), seed=20).tanh()
     labels = labels_of(BATCH, seed=21)
     records: list[tuple[str, torch.Tensor]] = []
-    with recording(records):
+    with recording(records, RANDOM):
         _, logs = ours._stage1(x, labels, torch.Generator().manual_seed(22))
     # Their offsets: one per image, of which the first k are used (ours draws k).
     kind, offsets = records[0]
@@ -230,7 +200,7 @@ def compare_stage1(comparison: Comparison, ours: DisUnknown, theirs: dict, confi
     trainer = their_stage1(config, E, G, C, B, class_freq)
     trainer.next_batch = lambda: (x, labels)
     trainer.log = lambda **values: logged.update(values)
-    with replaying(records), mock.patch.object(trainer.optimizer, "step", lambda: None):
+    with replaying(records, RANDOM), mock.patch.object(trainer.optimizer, "step", lambda: None):
         trainer.iter_func()
     # Their KL logs are unweighted sums (the loss weighs each dimension by its keep
     # probability); the two logs that are the loss's own terms are compared.
