@@ -102,13 +102,12 @@ def injected_network(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def lpips_files():
+def lpips_files(monkeypatch, tmp_path):
     """The paper first stages ask for the LPIPS weight files; built on meta they are only
-    looked for, not read, so empty stand-ins will do."""
+    looked for, not read, so empty stand-ins will do, in a data folder of the test's own (a
+    user's downloaded files are neither shadowed nor removed)."""
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
     folder = folder_of("lpips")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True)
     for name in (VGG16_FILE, LPIPS_HEADS_FILE):
         (folder / name).touch()
-    yield
-    for name in (VGG16_FILE, LPIPS_HEADS_FILE):
-        (folder / name).unlink()

@@ -94,25 +94,6 @@ def replayed(seed: int) -> tuple[torch.Generator, torch.Generator]:
 
 
 @contextmanager
-def torch_draws(**draws: list[torch.Tensor]):
-    """Each named function of torch (``randint``, ``rand``, ``randn_like``) gives its listed
-    tensors in turn: the draws of our explicit generator, replayed into code that draws from
-    torch's global one."""
-    queues = {name: list(tensors) for name, tensors in draws.items()}
-
-    def replay(name: str):
-        return lambda *args, **kwargs: queues[name].pop(0).clone()
-
-    with ExitStack() as stack:
-        for name in queues:
-            stack.enter_context(mock.patch.object(torch, name, replay(name)))
-        yield
-    left = {name: len(queue) for name, queue in queues.items() if queue}
-    if left:
-        raise AssertionError(f"their code drew fewer numbers than replayed: {left}")
-
-
-@contextmanager
 def recording(records: list[tuple[str, torch.Tensor]], names: tuple[str, ...]):
     """Every draw of the named torch functions (``rand``, ``randperm``, …) made inside, in
     order, appended to ``records`` as (name, value)."""
@@ -130,10 +111,12 @@ def recording(records: list[tuple[str, torch.Tensor]], names: tuple[str, ...]):
 
 
 @contextmanager
-def replaying(records: list[tuple[str, torch.Tensor]], names: tuple[str, ...]):
-    """Each call of the named torch functions inside gets the next of ``records``, which must
-    be of its kind; every record must be used."""
+def replaying(records: list[tuple[str, torch.Tensor]], names: tuple[str, ...] = ()):
+    """Each call of the named torch functions inside (by default those ``records`` name) gets
+    the next of ``records``, which must be of its kind; every record must be used. So our
+    explicit generator's draws are replayed into code that draws from torch's global one."""
     queue = list(records)
+    names = names or tuple(dict.fromkeys(kind for kind, _ in records))
 
     def replay(name: str):
         def draw(*args, **kwargs):

@@ -27,7 +27,7 @@ from parity_cases.common import (
     load_into,
     our_method,
     replayed,
-    torch_draws,
+    replaying,
 )
 
 NEEDS = (DBRL,)
@@ -120,10 +120,10 @@ def compare_dbrl(comparison: Comparison, ours, theirs, sde, loss_fn) -> None:
         comparison.add("encoder log σ²", logvar, their_logvar)
         z = mean + eps * (0.5 * logvar).exp()
         noisy = x0 + sigma[:, None, None, None] * noise
-        with torch_draws(randn_like=[eps]):
+        with replaying([("randn_like", eps)]):
             score = theirs(noisy, sigma, x0=x0, t=t)["output"]
         comparison.add("score s(x_t, σ, z)", ours.score_net(noisy, sigma, z), score)
         loss, _ = ours.train().training_loss(images, generator)
-        with torch_draws(rand=[uniform], randn_like=[noise, eps]):
+        with replaying([("rand", uniform), ("randn_like", noise), ("randn_like", eps)]):
             their_loss = loss_fn(theirs, x0)  # sets their model to training mode
         comparison.add("loss (score matching + λ_z·KL)", loss, their_loss)

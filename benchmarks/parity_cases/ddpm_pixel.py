@@ -24,7 +24,7 @@ from parity_cases.common import (
     load_into,
     our_method,
     replayed,
-    torch_draws,
+    replaying,
 )
 
 NEEDS = (DITI,)
@@ -85,6 +85,6 @@ def compare_ddpm(comparison: Comparison, ours: PixelDDPM, unet: nn.Module, diffu
     with torch.no_grad():
         comparison.add("unet ε", ours.unet(noisy, steps).sample, unet(noisy, steps))
         loss, _ = ours.training_loss(images, generator)
-        with torch_draws(randint=[steps], randn_like=[noise]):
+        with replaying([("randint", steps), ("randn_like", noise)]):
             theirs = diffusion.regular_train_one_batch(unet, x)["prediction_loss"]
         comparison.add("loss", loss, theirs)

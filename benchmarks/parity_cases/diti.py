@@ -30,7 +30,7 @@ from parity_cases.common import (
     load_into,
     our_method,
     replayed,
-    torch_draws,
+    replaying,
 )
 from parity_cases.ddpm_pixel import CONFIG, NOTE, their_diffusion, unet_settings
 
@@ -114,7 +114,7 @@ def compare_model(comparison: Comparison, ours: DiTi, encoder, decoder, diffusio
         for mode in Mode:
             ours.config.mode = mode
             loss, _ = ours.training_loss(images, torch.Generator().set_state(generator.get_state()))
-            with torch_draws(randint=[steps], randn_like=[noise]):
+            with replaying([("randint", steps), ("randn_like", noise)]):
                 their_loss, _, _ = diffusion.pdae_timestep_loss(
                     encoder, decoder, x, masks["t_to_idx"], masks["masks"], masks["k_masks"],
                     masks["receding_masks"], mode.value,
