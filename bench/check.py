@@ -23,9 +23,9 @@ import pandas as pd
 import yaml
 
 from bench.config import config_hash, known_presets, resolve_config
+from bench.errors import BenchError
 from bench.fileio import atomic_write_text
 from bench.metrics import METRICS
-from bench.registry import BenchError
 from bench.report import base_metric, collect, with_rows
 
 # A single-seed entry has no seed std to scale: the absolute tolerance is all there is.

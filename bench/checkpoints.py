@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from bench.errors import BenchError
 from bench.fileio import atomic_path, atomic_write_json, damage, file_digest
-from bench.registry import BenchError
 
 LEGACY = "last.pt"
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import tempfile
 import threading
 import time
@@ -37,8 +38,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.errors import BenchError
 from bench.fileio import atomic_write_json, umask_mode
-from bench.registry import BenchError
 
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0
@@ -276,3 +277,12 @@ class Claim:
     def _rewrite(self) -> None:
         """Replace our claim file with ``self.holder`` (atomically: readers see old or new)."""
         atomic_write_json(self._path(self.generation), asdict(self.holder))
+
+
+def say_waiting(path: Path, holder: Holder) -> None:
+    """The line a process prints while it waits for another's claim on ``path`` to go."""
+    print(
+        f"{path} is being trained by {holder.describe()}; waiting for it (its claim lapses "
+        f"{holder.stale_after_s:.0f} s after its last heartbeat)",
+        file=sys.stderr,
+    )

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bench.registry import BenchError
+from bench.errors import BenchError
 
 app = typer.Typer(
     add_completion=False,
@@ -78,14 +78,24 @@ def run(
     outlive_readers()  # `bench run … | tee log`, then Ctrl-C: checkpointed, not killed
 
     if stage is not None:
-        from bench.runner import train_shared_stage
+        from bench.stages import train_shared_stage
 
-        train_shared_stage(method, dataset, preset, overrides or [], seed, out, stage)
+        train_shared_stage(
+            method, dataset, preset, overrides or [], seed=seed, out=out, artifact=stage
+        )
         typer.echo(f"stage: {stage}")
         return
     try:
         record = run_one(
-            method, dataset, preset, overrides or [], seed, out, force, config or [], wait
+            method,
+            dataset,
+            preset,
+            overrides or [],
+            seed=seed,
+            out=out,
+            force=force,
+            config_files=config or [],
+            wait=wait,
         )
     except RunClaimed as claimed:
         typer.echo(f"{claimed}; not started (--wait waits for it)", err=True)
@@ -273,7 +283,13 @@ def report(
 
     columns = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     written = write_report(
-        runs, out, published if reported else None, all_keys, columns, layout, per_dataset
+        runs,
+        out,
+        reported=published if reported else None,
+        all_keys=all_keys,
+        columns=columns,
+        layout=layout,
+        per_dataset=per_dataset,
     )
     typer.echo((out / "table.md").read_text())
     files = [v for k, v in written.items() if k != "notes"]  # the notes are in table.md
@@ -346,7 +362,7 @@ def eval_run(
 ) -> None:
     """Re-score finished runs; metrics.json keeps each result as it finishes, and
     metrics_replaced.jsonl every score a re-scoring replaces."""
-    from bench.runner import evaluate_run
+    from bench.rescore import evaluate_run
     from bench.store import find_runs
 
     if profile not in (None, "exact", "fast"):
@@ -370,7 +386,14 @@ def eval_run(
     names = [n for item in metrics or [] for n in item.split(",") if n] or None
     for record in records:
         typer.echo(f"{record.path}:")
-        results = evaluate_run(record.path, names, gin or [], device, profile, overrides)
+        results = evaluate_run(
+            record.path,
+            metrics=names,
+            gin_files=gin or [],
+            device=device,
+            profile=profile,
+            overrides=overrides,
+        )
         for name, result in results.items():
             values = result["values"]
             typer.echo(f"  {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))

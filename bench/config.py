@@ -34,10 +34,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bench.datasets import DATASETS, STANDS_IN_FOR
+from bench.errors import BenchError
 from bench.methods import METHODS
 from bench.metrics import METRICS
 from bench.metrics.spec import hyperparameter_defaults
-from bench.registry import BenchError
+from bench.precision import Precision
 
 CONFIG_DIR = files("bench.configs")
 
@@ -45,12 +46,6 @@ CONFIG_DIR = files("bench.configs")
 class Optimizer(str, enum.Enum):
     adam = "adam"
     adamw = "adamw"
-
-
-class Precision(str, enum.Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"  # autocast to bfloat16 (Ampere and newer)
-    fp16 = "fp16"  # autocast to float16 with a GradScaler (V100, T4)
 
 
 @dataclass

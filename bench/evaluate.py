@@ -27,12 +27,13 @@ from sklearn.decomposition import PCA
 
 from bench.config import Encode, PcaFit, Profile, Reduce, check_pca_on_sample
 from bench.datasets import GroundTruthData
+from bench.datasets.attribute_data import AttributeData
+from bench.errors import BenchError
 from bench.methods.base import Method, ScoreSubset
 from bench.metrics import METRICS
 from bench.metrics.spec import MetricSpec
 from bench.metrics.utils import unit_slices
 from bench.progress import Progress, progress_messages
-from bench.registry import BenchError
 from bench.rng import global_rng_state, set_global_rng_state
 from bench.store import RunRecord, scoring_settings, settings_changes
 
@@ -169,14 +170,13 @@ class EncodedGroundTruth(GroundTruthData):
         return self.dataset.images(indices)
 
 
-class EncodedAttributes:
+class EncodedAttributes(AttributeData):
     """An attribute dataset (CelebA) as TAD and the attribute probe see it here: row indices
     as observations."""
 
     def __init__(self, dataset) -> None:
         self.dataset, self.attributes = dataset, dataset.attributes
-        self.attribute_names = getattr(dataset, "attribute_names", None)
-        self.partition = getattr(dataset, "partition", None)
+        self.attribute_names, self.partition = dataset.attribute_names, dataset.partition
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -217,9 +217,10 @@ def evaluate(
     table = CodeTable(dataset, method, device, eval_cfg.batch_size)
     done = record.metrics()
     scored = score_battery(method, dataset, eval_cfg, device, done, table=table)
+    supervision = method.supervision
     subsets = (
         score_subset(method, dataset, eval_cfg, device, done, spec, subset, table)
-        for subset, spec in method.score_subsets().items()
+        for subset, spec in (supervision.score_subsets if supervision else {}).items()
     )
     for name, result in itertools.chain(scored, *subsets):
         earlier = record.write_metric(name, result)
@@ -252,7 +253,7 @@ def score_subset(
     """(``<metric>/<name>``, result) for the battery's factor metrics on a subset: its factors
     only (the excluded ones drawn as nuisances), its code dimensions raw, read from the full
     battery's ``table``."""
-    if hasattr(dataset, "attributes"):
+    if isinstance(dataset, AttributeData):
         return
     specs = {m: METRICS.get(m) for m in eval_cfg.metrics}
     cfg = eval_cfg.copy()
@@ -343,7 +344,7 @@ def check_ready(method_class: type[Method], dataset, eval_cfg: DictConfig) -> No
     """Before a run trains: every metric it will score can score this method on this kind of
     data, and what a metric will read later is there (``check_files``). A one-line error now
     instead of one after training."""
-    kind = "attributes" if hasattr(dataset, "attributes") else "factors"
+    kind = "attributes" if isinstance(dataset, AttributeData) else "factors"
     for metrics, profile, overrides, key in batteries(eval_cfg):
         for name in metrics:
             spec, _, _, _ = metric_settings(name, profile, overrides)
@@ -378,7 +379,7 @@ def score_battery(
         table = CodeTable(dataset, method, device, eval_cfg.batch_size)
     view = (
         EncodedAttributes(dataset)
-        if hasattr(dataset, "attributes")
+        if isinstance(dataset, AttributeData)
         else EncodedGroundTruth(dataset, excluded)
     )
     overrides = OmegaConf.to_container(eval_cfg.hyperparams)

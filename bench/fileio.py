@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.registry import BenchError
+from bench.errors import BenchError
 
 
 def make_folder(path: Path, what: str) -> None:

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-
-class BenchError(Exception):
-    """An error in what the user asked for; the CLI prints it as one line and exits with 2."""
+from bench.errors import BenchError
 
 
 class UnknownNameError(BenchError, KeyError):

@@ -29,9 +29,10 @@ import yaml
 from scipy import stats
 
 from bench.datasets import STANDS_IN_FOR
+from bench.errors import BenchError
 from bench.fileio import atomic_path, atomic_write_text
 from bench.metrics import METRICS
-from bench.registry import BenchError
+from bench.metrics.spec import MetricSpec
 from bench.store import (
     COMPLETE,
     DEVIATION_MARK,
@@ -41,32 +42,6 @@ from bench.store import (
     scoring_settings,
 )
 
-# The key each metric contributes to the summary table (the one papers report).
-HEADLINE = {
-    "factor_vae": "eval_accuracy",
-    "dci": "disentanglement",
-    "mig": "discrete_mig",
-    "sap_score": "SAP_score",
-    "modularity_explicitness": "modularity_score",
-    "beta_vae": "eval_accuracy",
-    "irs": "IRS",
-    "tad": "tad",
-    "attribute_probe": "mean_ap",
-    "fid": "fid",
-}
-# Column headers: the metric and the key it reports, short enough for a paper's table.
-SHORT = {
-    "factor_vae.eval_accuracy": "FactorVAE acc.",
-    "dci.disentanglement": "DCI disent.",
-    "mig.discrete_mig": "MIG",
-    "sap_score.SAP_score": "SAP",
-    "modularity_explicitness.modularity_score": "Modularity",
-    "beta_vae.eval_accuracy": "BetaVAE acc.",
-    "irs.IRS": "IRS",
-    "tad.tad": "TAD",
-    "attribute_probe.mean_ap": "Attr. mAP",
-    "fid.fid": "FID",
-}
 COLUMNS = [
     "sweep", "variant", "preset", "overrides", "deviation", "supervision", "dataset", "method",
     "config_hash",
@@ -82,13 +57,27 @@ PACKAGES["landscape"] = [*PACKAGES["fit"], "pdflscape"]
 
 def base_metric(name: str) -> str:
     """The registered metric of a metrics.json entry: ``mig`` of ``mig/unknown`` (the scores of
-    a method's score subset, ``Method.score_subsets``)."""
+    a method's score subset, ``Supervision.score_subsets``)."""
     return name.partition("/")[0]
 
 
+def metric_spec(name: str) -> MetricSpec | None:
+    """The registered metric of a metrics.json entry, or None for one no longer registered
+    (a plugin since uninstalled): its columns then go by their keys."""
+    base = base_metric(name)
+    return METRICS.get(base) if base in METRICS else None
+
+
 def headline(name: str) -> str | None:
-    """The key a metrics.json entry contributes to the summary table."""
-    return HEADLINE.get(base_metric(name))
+    """The key a metrics.json entry contributes to the summary table (``MetricSpec``)."""
+    spec = metric_spec(name)
+    return spec.headline if spec is not None else None
+
+
+def column_label(metric: str, key: str) -> str:
+    """A ``metric.key`` column's header: the metric's label for its headline key."""
+    spec = metric_spec(metric)
+    return spec.label if spec is not None and spec.headline == key else f"{metric}.{key}"
 
 
 # What a score subset's scores are, in a column header (default: the subset's name).
@@ -99,7 +88,7 @@ def short_name(column: str) -> str:
     """A column's header: ``MIG``, or ``MIG (unknown factors)`` for a subset's scores."""
     metric, _, key = column.partition(".")
     base, _, subset = metric.partition("/")
-    name = SHORT.get(f"{base}.{key}", f"{base}.{key}")
+    name = column_label(base, key)
     return f"{name} ({SUBSET_HEADERS.get(subset, subset)})" if subset else name
 
 
@@ -306,7 +295,7 @@ def read_reported(folder: Path) -> pd.DataFrame:
                             {
                                 "row": label,
                                 "dataset": dataset,
-                                "column": SHORT.get(base, base)
+                                "column": column_label(*base.partition(".")[::2])
                                 + (f" [{protocol}]" if protocol else ""),
                                 "base": base,
                                 "profile": "exact",
@@ -402,10 +391,10 @@ def pivot(summary: pd.DataFrame, latex: bool) -> pd.DataFrame:
 def direction(base: str) -> str:
     """↑ or ↓ for a metric's headline key (which way is better); "" for any other key."""
     metric, _, key = base.partition(".")
-    metric = base_metric(metric)
-    if HEADLINE.get(metric) != key or metric not in METRICS:
+    spec = metric_spec(metric)
+    if spec is None or spec.headline != key:
         return ""
-    return "↑" if METRICS.get(metric).higher_is_better else "↓"
+    return "↑" if spec.higher_is_better else "↓"
 
 
 LATEX_SPECIAL = {
@@ -560,7 +549,8 @@ def ablation_plots(results: pd.DataFrame, out: Path) -> list[Path]:
 
 def metric_label(metric: str, profile: str) -> str:
     """A plot's axis label for a metric's headline key."""
-    name = SHORT.get(f"{metric}.{HEADLINE[metric]}", metric)
+    spec = metric_spec(metric)
+    name = spec.label if spec is not None else metric
     return name if profile == "exact" else f"{name} ({profile})"
 
 
@@ -602,7 +592,7 @@ def curve_plots(results: pd.DataFrame, out: Path) -> list[Path]:
         for run in runs.itertuples()
         for entry in RunRecord(Path(run.path)).read_history()
         for key, value in entry["values"].items()
-        if HEADLINE.get(entry["metric"]) == key
+        if headline(entry["metric"]) == key
     ]
     written: list[Path] = []
     if not points:

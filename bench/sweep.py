@@ -46,12 +46,12 @@ from omegaconf import OmegaConf
 
 from bench.claim import active_holder
 from bench.config import check_seed, config_hash, resolve_config
+from bench.errors import BenchError
 from bench.fileio import atomic_write_json
-from bench.registry import BenchError
 from bench.store import COMPLETE, FAILED, PENDING, RunRecord, run_dir
 
 if TYPE_CHECKING:
-    from bench.runner import SharedStage
+    from bench.stages import SharedStage
 
 EXECUTORS = ("local", "slurm")
 # `bench run` exit statuses: bad input, which a retry cannot fix; and a run another process
@@ -140,7 +140,7 @@ class Sweep:
     def _shared_stages(self, cfg) -> tuple[Path, ...]:
         """The artifacts of the stages a run of ``cfg`` builds on."""
         from bench.datasets import DATASETS
-        from bench.runner import shared_stages
+        from bench.stages import shared_stages
 
         # The dataset's class: its image shape is all a method is built from, and no file
         # need be there to plan (a dry run on a machine without the data).
@@ -567,11 +567,17 @@ def run_slurm(sweep: Sweep, wait: bool = True, log=print, poll_s: float = 5.0) -
 
 def stage_job(spec: RunSpec, out: Path, artifact: Path) -> str:
     """One shared stage inside a SLURM job, before the runs that build on it."""
-    from bench.runner import train_shared_stage
+    from bench.stages import train_shared_stage
 
     with requeued_on_stop():
         train_shared_stage(
-            spec.method, spec.dataset, spec.preset, spec.overrides, spec.seed, out, artifact
+            spec.method,
+            spec.dataset,
+            spec.preset,
+            spec.overrides,
+            seed=spec.seed,
+            out=out,
+            artifact=artifact,
         )
     return str(artifact)
 
@@ -581,7 +587,9 @@ def run_job(spec: RunSpec, out: Path) -> str:
     from bench.runner import run
 
     with requeued_on_stop():
-        record = run(spec.method, spec.dataset, spec.preset, spec.overrides, spec.seed, out)
+        record = run(
+            spec.method, spec.dataset, spec.preset, spec.overrides, seed=spec.seed, out=out
+        )
     return str(record.path)
 
 

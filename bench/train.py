@@ -1,19 +1,18 @@
 """The one training loop every method uses.
 
-Per step: take the next batch of the data order, compute the method's loss (autocast to
-``train.precision`` on CUDA), step the optimizer (with optional gradient clipping and linear
-learning-rate warm-up; fp16 through a GradScaler), update the EMA, and give the method its
-end-of-step hook (DyGA refits its Gaussians there at each epoch end). Nothing is read back
-from the device between log steps. Every ``log_every`` steps a line goes to the JSONL log;
-every ``checkpoint_every`` steps and at the end a checkpoint holds everything needed to
-continue bit-identically: weights, optimizer, EMA, step, and every RNG state; it can be
-restored on another device (every tensor goes to the run's; random states that no longer fit
-are restored where they can, with a note). The newest
-``keep_checkpoints`` stay, each with a checksum, and a run resumes from the newest that
-verifies (bench/checkpoints.py). The data order is a pure function of (seed, step), so it
-needs no state of its own. A method that routes gradients by hand (``steps_itself``:
-DisUnknown's four stages) runs its own step instead of the loss/backward/step above, with its
-own optimizers, which the checkpoints hold like the rest.
+Per step: take the next batch of the data order (with the labelled factors' values for a
+weakly supervised method), let the method's trainer take its step (``Method.trainer``: by
+default its loss under autocast to ``train.precision`` on CUDA, then the optimizer step with
+optional gradient clipping and linear learning-rate warm-up, fp16 through a GradScaler;
+bench/methods/trainer.py), update the EMA, and give the method its end-of-step hook (DyGA
+refits its Gaussians there at each epoch end). Nothing is read back from the device between
+log steps. Every ``log_every`` steps a line goes to the JSONL log; every ``checkpoint_every``
+steps and at the end a checkpoint holds everything needed to continue bit-identically:
+weights, the trainer's optimizers, EMA, step, and every RNG state; it can be restored on
+another device (every tensor goes to the run's; random states that no longer fit are
+restored where they can, with a note). The newest ``keep_checkpoints`` stay, each with a
+checksum, and a run resumes from the newest that verifies (bench/checkpoints.py). The data
+order is a pure function of (seed, step), so it needs no state of its own.
 
 SIGTERM and SIGUSR1 (what SLURM sends before preemption), SIGUSR2 (submitit's time-limit
 warning) and SIGINT (Ctrl-C) make the loop write a checkpoint at the end of the current step
@@ -37,13 +36,15 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from bench.checkpoints import load_checkpoint_file, newest_usable, save_checkpoint_file
-from bench.config import Precision
 from bench.datasets import GroundTruthData
+from bench.datasets.labels import factor_labels, label_columns
 from bench.datasets.torch_view import TorchImages, resident_device
 from bench.datasets.training_rows import training_rows
+from bench.errors import BenchError
 from bench.methods.base import Method, TrainingProgress
+from bench.methods.trainer import RUN, Batch, Trainer
+from bench.precision import Precision, training_precision
 from bench.progress import Progress
-from bench.registry import BenchError
 from bench.rng import global_rng_state, set_global_rng_state
 from bench.store import RunRecord
 
@@ -142,22 +143,6 @@ def random_hflip(images: torch.Tensor, seed: int, step: int) -> torch.Tensor:
     return torch.where(mask[:, None, None, None], images.flip(-1), images)
 
 
-# The key of the run's optimizer's loss when a method returns one loss per optimizer.
-RUN_LOSS = "run"
-
-
-def trainable(method: Method) -> list[torch.nn.Parameter]:
-    """The parameters the optimizers and the EMA see: frozen parts (a first stage) are left out."""
-    return [p for p in method.parameters() if p.requires_grad]
-
-
-def run_parameters(method: Method) -> list[torch.nn.Parameter]:
-    """What the run's optimizer trains: every trainable parameter that none of the method's
-    own optimizers claims."""
-    own = {id(p) for spec in method.own_optimizers().values() for p in spec.parameters}
-    return [p for p in trainable(method) if id(p) not in own]
-
-
 def ema_parameters(method: Method, modules: list[str] | None) -> list[torch.nn.Parameter]:
     """The parameters the EMA averages: those of the named submodules, or every trainable one.
     A module with batch norm is refused: its running statistics follow the live weights, and
@@ -211,179 +196,16 @@ def run_ema(
     return build_ema(train_cfg.ema_decay, averaged, train_cfg.ema_warmup), averaged
 
 
-def warmup_factor(step: int, train: DictConfig) -> float:
-    """LDM's LambdaLinearScheduler: the learning rate ramps linearly from ``warmup_start``× to
-    1× over ``warmup_steps`` steps, then stays."""
-    if step >= train.warmup_steps:
-        return 1.0
-    return train.warmup_start + (1.0 - train.warmup_start) * step / train.warmup_steps
-
-
-def build_optimizer(method: Method, train: DictConfig) -> torch.optim.Optimizer:
-    """The run's optimizer (``train.*``) over ``run_parameters``."""
-    optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[train.optimizer.value]
-    params = run_parameters(method)
-    return optimizer_cls(
-        params,
-        lr=train.lr,
-        betas=(train.adam_beta1, train.adam_beta2),
-        eps=train.adam_eps,
-        weight_decay=train.weight_decay,
-        **fused(params),
-    )
-
-
-def fused(parameters: list[torch.nn.Parameter]) -> dict[str, bool]:
-    """Adam's one-kernel update where every parameter is on CUDA (torch's fused Adam(W));
-    elsewhere torch's default, which keeps CPU numbers as they were."""
-    on_cuda = bool(parameters) and all(p.is_cuda for p in parameters)
-    return {"fused": True} if on_cuda else {}
-
-
-def label_columns(dataset: GroundTruthData, factors: list[str]) -> list[int]:
-    """Where each labelled factor is among the dataset's stored factors, or a one-line error
-    naming the factors it has."""
-    if not hasattr(dataset, "state_names"):
-        raise BenchError(
-            f"labels for {', '.join(factors)}: {type(dataset).__name__} has no factors to "
-            "label; train a weakly supervised method on a dataset of factors"
-        )
-    visible = list(dataset.factor_names)
-    unknown = [f for f in factors if f not in visible]
-    if unknown:
-        raise BenchError(
-            f"labelled factor {unknown[0]!r} is not one of {type(dataset).__name__}'s "
-            f"factors: {', '.join(visible)}"
-        )
-    return [list(dataset.state_names).index(f) for f in factors]
-
-
-def batch_labels(
-    dataset: GroundTruthData, rows: np.ndarray, columns: list[int], device: torch.device
-) -> torch.Tensor:
-    """int64 (B, k): the labelled factors' value indices of dataset ``rows``."""
-    return torch.from_numpy(dataset.factors_of(rows)[:, columns]).to(device)
-
-
-def check_steps(method: Method, steps: int) -> None:
-    """A method of fixed stages trains for exactly their sum (``Method.required_steps``)."""
-    required = method.required_steps()
-    if required is not None and required != steps:
-        raise BenchError(
-            f"{method.config.name}'s stages take {required} steps in all and train.steps is "
-            f"{steps}; set train.steps={required}"
-        )
-
-
-def build_own_optimizers(method: Method) -> dict[str, torch.optim.Optimizer]:
-    """The method's own optimizers (``Method.own_optimizers``), by name."""
-    return {
-        name: torch.optim.Adam(
-            spec.parameters, lr=spec.lr, betas=spec.betas, eps=spec.eps, **fused(spec.parameters)
-        )
-        for name, spec in method.own_optimizers().items()
-    }
-
-
-def build_optimizers(
-    method: Method, train_cfg: DictConfig
-) -> tuple[
-    torch.optim.Optimizer | None,
-    dict[str, torch.optim.Optimizer],
-    dict[str, list[torch.nn.Parameter]],
-]:
-    """(the run's optimizer, the method's own optimizers by name, each optimizer's
-    parameters). A method that steps itself brings all of its optimizers (checkpointed as own
-    ones) and has no run optimizer."""
-    if method.steps_itself:
-        return None, method.make_optimizers(), {}
-    parameters = {RUN_LOSS: run_parameters(method)}
-    parameters.update({n: spec.parameters for n, spec in method.own_optimizers().items()})
-    return build_optimizer(method, train_cfg), build_own_optimizers(method), parameters
-
-
-def backward(
-    losses: dict[str, torch.Tensor],
-    parameters: dict[str, list[torch.nn.Parameter]],
-    scaler: torch.amp.GradScaler | None = None,
-) -> None:
-    """Gradients for every optimizer: one loss, the usual backward pass; several, each loss
-    differentiated with respect to its optimizer's parameters alone, so that no loss moves
-    another optimizer's parameters (FactorVAE: the VAE never gets the discriminator's loss,
-    the discriminator never the VAE's). Under fp16 each loss is scaled first."""
-    if scaler is not None:
-        losses = {name: scaler.scale(loss) for name, loss in losses.items()}
-    if list(losses) == [RUN_LOSS]:
-        losses[RUN_LOSS].backward()
-        return
-    if set(losses) != set(parameters):
-        raise BenchError(
-            f"training_loss returned losses for {sorted(losses)}, and the optimizers are "
-            f"{sorted(parameters)}: one loss per optimizer"
-        )
-    for name, loss in losses.items():
-        params = parameters[name]
-        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-        for param, grad in zip(params, grads, strict=True):
-            param.grad = grad
-
-
-def step_optimizers(
-    losses: dict[str, torch.Tensor],
-    parameters: dict[str, list[torch.nn.Parameter]],
-    optimizer: torch.optim.Optimizer,
-    own_optimizers: dict[str, torch.optim.Optimizer],
-    step: int,
-    train_cfg: DictConfig,
-    scaler: torch.amp.GradScaler | None = None,
-) -> None:
-    """Backward passes and optimizer steps for a method's losses: warm-up and clipping for the
-    run's optimizer; its own optimizers step on their own gradients, unclipped. With fp16's
-    ``scaler``, gradients are unscaled before clipping and a step whose gradients overflowed
-    is skipped (torch's GradScaler)."""
-    optimizer.zero_grad(set_to_none=True)
-    for own in own_optimizers.values():
-        own.zero_grad(set_to_none=True)
-    backward(losses, parameters, scaler)
-    for group in optimizer.param_groups:
-        group["lr"] = train_cfg.lr * warmup_factor(step, train_cfg)
-    if train_cfg.grad_clip is not None:
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(parameters[RUN_LOSS], train_cfg.grad_clip)
-    for each in (optimizer, *own_optimizers.values()):
-        if scaler is None:
-            each.step()
-        else:
-            scaler.step(each)
-    if scaler is not None:
-        scaler.update()
-
-
-AUTOCAST_DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
-
-
-def check_precision(method: Method, train_cfg: DictConfig, device: torch.device) -> Precision:
-    """The precision the run trains in: ``train.precision`` on CUDA (autocast; the places the
-    authors keep in fp32 stay so), fp32 on other devices, with a note when that differs."""
-    asked, precision = Precision(train_cfg.precision), training_precision(train_cfg, device)
-    if asked is Precision.fp16 and method.steps_itself:
-        raise BenchError(
-            f"train.precision=fp16 scales the loop's losses, and {method.config.name} runs its "
-            "own backward passes; use train.precision=bf16 or fp32"
-        )
-    if precision is not asked:
+def note_precision(train_cfg: DictConfig, device: torch.device) -> None:
+    """A note when the run trains in another precision than ``train.precision`` asks:
+    autocast applies on CUDA (the places the authors keep in fp32 stay so), fp32 elsewhere."""
+    asked = Precision(train_cfg.precision)
+    if training_precision(asked, device) is not asked:
         tqdm.write(
             f"note: train.precision={asked.value} applies on CUDA; training on "
             f"{device.type} in fp32",
             file=sys.stderr,
         )
-    return precision
-
-
-def training_precision(train_cfg: DictConfig, device: torch.device) -> Precision:
-    """``train.precision`` on CUDA; fp32 elsewhere (autocast is for the GPU)."""
-    return Precision(train_cfg.precision) if device.type == "cuda" else Precision.fp32
 
 
 @contextmanager
@@ -410,7 +232,7 @@ def numerics(train_cfg: DictConfig, device: torch.device) -> Iterator[dict[str, 
         torch.backends.cudnn.benchmark = device.type == "cuda"
     try:
         yield {
-            "precision": training_precision(train_cfg, device).value,
+            "precision": training_precision(train_cfg.precision, device).value,
             "precision_setting": Precision(train_cfg.precision).value,
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
             "tf32_cudnn": torch.backends.cudnn.allow_tf32,
@@ -510,29 +332,26 @@ def train(
     train_cfg = cfg.train
     device = select_device(train_cfg.device)
     method.to(device).train()
-    check_steps(method, train_cfg.steps)
-    precision = check_precision(method, train_cfg, device)
-    optimizer, own_optimizers, parameters = build_optimizers(method, train_cfg)
+    note_precision(train_cfg, device)
+    trainer = method.trainer(train_cfg, device)
     ema, averaged = run_ema(method, train_cfg)
-    # fp16 scales the losses so that small gradients survive; bf16 has fp32's range.
-    scaler = torch.amp.GradScaler(device.type) if precision is Precision.fp16 else None
     noise = torch.Generator(device).manual_seed(cfg.seed)  # the method's random draws
     # Over the rows it trains on (data.*): every row, or the part its authors train on.
     data_order = DataOrder(
         len(dataset), train_cfg.batch_size, cfg.seed, training_rows(dataset, cfg.data)
     )
-    labeled = method.labeled_factors()
-    columns = label_columns(dataset, labeled) if labeled else None
+    # Labels only for a weakly supervised method: unsupervised ones never see any.
+    supervision = method.supervision
+    columns = label_columns(dataset, list(supervision.labeled_factors)) if supervision else None
     resident = cfg.data.device or resident_device(dataset, device)
     source = TorchImages(dataset, resident, background=reads_ahead(device))
-    autocast_dtype = AUTOCAST_DTYPES.get(precision)
     tensorboard = open_tensorboard(record) if train_cfg.tensorboard else None
 
     step = 0
     checkpoint = newest_usable(record.checkpoints_dir)
     if checkpoint is not None:
         step, note = load_checkpoint(
-            checkpoint, method, optimizer, ema, noise, own_optimizers, device, cfg.seed, scaler
+            checkpoint, method, trainer, ema=ema, noise=noise, device=device, seed=cfg.seed
         )
         record.truncate_log(step)
         tqdm.write(f"resuming {record.path} from step {step}", file=sys.stderr)
@@ -568,24 +387,12 @@ def train(
             if source.reads_ahead and step + 1 < train_cfg.steps:
                 source.prefetch(data_order.batch(step + 1), device)
             window_wait += time.perf_counter() - waited
-            # Labels only for a method that names labelled factors: unsupervised ones never
-            # see any.
-            labels = () if columns is None else (batch_labels(dataset, rows, columns, device),)
-            with torch.autocast(
-                device.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
-            ):
-                if optimizer is None:  # the method steps its own optimizers
-                    loss, logs = method.train_step(images, noise, step, own_optimizers, *labels)
-                else:
-                    loss, logs = method.training_loss(images, noise, *labels)
-            losses = loss if isinstance(loss, dict) else {RUN_LOSS: loss}
-            for part in losses.values():
-                finite &= torch.isfinite(part.detach())
-            if optimizer is not None:
-                logs = {**logs, **{f"{n}_loss": losses[n].detach() for n in own_optimizers}}
-                step_optimizers(
-                    losses, parameters, optimizer, own_optimizers, step, train_cfg, scaler
-                )
+            labels = None
+            if columns is not None:
+                labels = torch.from_numpy(factor_labels(dataset, rows, columns)).to(device)
+            losses, logs = trainer.step(Batch(images, labels), step, noise)
+            for value in losses.values():
+                finite &= torch.isfinite(value)
             if ema is not None:
                 ema.step(averaged)
             step += 1
@@ -603,23 +410,25 @@ def train(
             try:
                 method.after_step(progress)
             except Exception:  # a refit on diverged weights: say that the loss diverged
-                check_finite(losses[RUN_LOSS])
+                check_finite(losses["loss"])
                 raise
 
             due = step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-                check_finite(losses[RUN_LOSS])
+                check_finite(losses["loss"])
                 rate = window_images / (time.perf_counter() - window_start)
-                entry = {"step": step, **read_values({"loss": losses[RUN_LOSS], **logs})}
+                shown = {"loss": losses["loss"], **logs, **losses}
+                entry = {"step": step, **read_values(shown)}
                 last_finite = entry["loss"]
-                entry.update(method.log_values())
+                periodic = method.log_values()
+                entry.update(periodic)
                 timing = {"images_per_s": round(rate, 1), "data_wait_s": round(window_wait, 4)}
                 record.append_log({**entry, **timing, "time": time.time()})
                 if tensorboard is not None:
                     for key, scalar in entry.items():
                         if key != "step":
                             tensorboard.add_scalar(f"train/{key}", scalar, step)
-                extra = {k: f"{entry[k]:.3g}" for k in ("dyga_lambda",) if k in entry}
+                extra = {k: f"{value:.3g}" for k, value in periodic.items()}
                 bar.set_postfix(loss=f"{entry['loss']:.4g}", img_s=f"{rate:.0f}", **extra)
                 window_start, window_images, window_first = time.perf_counter(), 0, step
                 window_wait = 0.0
@@ -628,11 +437,9 @@ def train(
                 on_step(step)
 
             if due or stop["signum"] is not None:
-                check_finite(losses[RUN_LOSS])  # a diverged model is never checkpointed
+                check_finite(losses["loss"])  # a diverged model is never checkpointed
                 keep = train_cfg.keep_checkpoints
-                save_checkpoint(
-                    record, step, method, optimizer, ema, noise, keep, own_optimizers, scaler
-                )
+                save_checkpoint(record, step, method, trainer, ema=ema, noise=noise, keep=keep)
             if stop["signum"] is not None:
                 raise Preempted(step, stop["signum"])
 
@@ -664,20 +471,17 @@ def save_checkpoint(
     record: RunRecord,
     step: int,
     method: Method,
-    optimizer: torch.optim.Optimizer | None,
+    trainer: Trainer,
     ema: EMAModel | None,
     noise: torch.Generator,
     keep: int = 2,
-    own_optimizers: dict[str, torch.optim.Optimizer] | None = None,
-    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     checkpoint = {
         "step": step,
         "model": method.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "own_optimizers": {n: o.state_dict() for n, o in (own_optimizers or {}).items()},
+        "optimizers": {n: o.state_dict() for n, o in trainer.optimizers.items()},
         "ema": ema.state_dict() if ema is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
         "rng": {
             **global_rng_state(),
             "noise": noise.get_state(),
@@ -687,16 +491,23 @@ def save_checkpoint(
     save_checkpoint_file(record.checkpoints_dir, step, checkpoint, keep)
 
 
+def saved_optimizers(checkpoint: dict) -> dict[str, dict]:
+    """The optimizer states of a checkpoint by name; a checkpoint written before trainers
+    held the run's optimizer under ``optimizer`` and the others under ``own_optimizers``."""
+    if "optimizers" in checkpoint:
+        return checkpoint["optimizers"]
+    run = {RUN: checkpoint["optimizer"]} if checkpoint.get("optimizer") is not None else {}
+    return {**run, **checkpoint.get("own_optimizers", {})}
+
+
 def load_checkpoint(
     path: Path,
     method: Method,
-    optimizer: torch.optim.Optimizer | None,
+    trainer: Trainer,
     ema: EMAModel | None,
     noise: torch.Generator,
-    own_optimizers: dict[str, torch.optim.Optimizer],
     device: torch.device,
     seed: int,
-    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[int, str | None]:
     """Restore everything ``save_checkpoint`` wrote, every tensor onto ``device`` (the run's:
     the file may have been written on another); returns the step to continue from and, when
@@ -705,15 +516,14 @@ def load_checkpoint(
     checkpoint = load_checkpoint_file(path)
     step = int(checkpoint["step"])
     method.load_state_dict(checkpoint["model"])  # copied into tensors already on the device
-    if optimizer is not None:  # torch moves optimizer state to its parameters' device
-        optimizer.load_state_dict(checkpoint["optimizer"])
-    for name, own in own_optimizers.items():
-        own.load_state_dict(checkpoint["own_optimizers"][name])
+    states = saved_optimizers(checkpoint)
+    for name, optimizer in trainer.optimizers.items():  # torch moves the state to the device
+        optimizer.load_state_dict(states[name])
     if ema is not None:  # diffusers keeps the shadow weights where torch.load put them
         ema.load_state_dict(checkpoint["ema"])
         ema.to(device)
-    if scaler is not None and checkpoint.get("scaler"):
-        scaler.load_state_dict(checkpoint["scaler"])
+    if trainer.scaler is not None and checkpoint.get("scaler"):
+        trainer.scaler.load_state_dict(checkpoint["scaler"])
     rng = checkpoint["rng"]
     unfit = set_global_rng_state(rng, device)
     notes = [] if unfit is None else [unfit]

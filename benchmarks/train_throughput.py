@@ -10,7 +10,7 @@ EMA, a log line each step: ``train()`` itself) on the method's ``paper`` setting
 optimizer and EMA;
 DyGA+SD with anchoring active and Skip Dropout; DisDiff with its six decoder passes and the
 disentangling loss; DiTi on its 64-px pixel DDPM; DBRL's NCSN++ and encoder; DisUnknown's
-four stages, each timed on its own through its own train_step on fixed batches, with the
+four stages, each timed on its own through its trainer's steps on fixed batches, with the
 labels of its 3D Shapes split; FactorVAE with
 its discriminator's optimizer) on shapes3d-procedural, at the method's paper batch size
 unless ``--batch-size`` says otherwise: images/s, seconds per step (the median over the
@@ -41,22 +41,17 @@ import torch
 from omegaconf import OmegaConf
 
 import bench.datasets
+from bench.build import build_method
 from bench.config import resolve_config
+from bench.datasets.labels import factor_labels, label_columns
 from bench.fileio import atomic_write_json
 from bench.methods import METHODS
 from bench.methods.base import Method
 from bench.methods.diffusion.gmm import fit_split_prune
-from bench.runner import build_method
+from bench.methods.trainer import Batch
 from bench.store import RunRecord
-from bench.train import (
-    RUN_LOSS,
-    build_optimizers,
-    label_columns,
-    run_ema,
-    step_optimizers,
-    train,
-)
 from bench.train import compiled as compiled_for_training
+from bench.train import run_ema, train
 
 REFIT_TOKENS = 48_000
 
@@ -95,10 +90,10 @@ def time_training(
 ) -> dict:
     """``steps`` timed steps after a warm-up one. A method of fixed stages (``first``: the
     warm-up step's index, which says the stage) is timed step by step through its own
-    ``train_step``; every other method through the training loop itself, as a run trains:
+    trainer; every other method through the training loop itself, as a run trains:
     batches rendered and copied, the step, the EMA, a log line per step (each line's
     ``images_per_s`` and ``data_wait_s``)."""
-    if first or METHODS.get(method).steps_itself:
+    if hasattr(METHODS.get(method), "stage_steps"):
         return time_steps(method, device, amp, compiled, batch_size, steps, first)
     model, cfg = paper_model(method, device)
     with_anchors(model, device)
@@ -157,25 +152,26 @@ def with_anchors(model: Method, device: torch.device) -> None:
 def time_steps(
     method: str, device, amp: bool, compiled: bool, batch_size: int, steps: int, first: int = 0
 ) -> dict:
-    """Timed steps ``first + 1 …`` of a method that steps itself, on two fixed batches."""
+    """Timed steps ``first + 1 …`` of a method of fixed stages, on two fixed batches."""
     model, cfg = paper_model(method, device)
     model.train()
     # As the loop compiles (train.compile): its trainable submodules, static shapes.
     with compiled_for_training(model, compiled):
-        optimizer, own, parameters = build_optimizers(model, cfg.train)  # as the loop does
+        cfg.train.precision = "bf16" if amp else "fp32"
+        trainer = model.trainer(cfg.train, device)  # as the loop builds it
         ema, averaged = run_ema(model, cfg.train)
         data = bench.datasets.load("shapes3d-procedural")
-        columns = label_columns(data, model.labeled_factors()) if model.labeled_factors() else None
+        supervision = model.supervision
+        columns = label_columns(data, list(supervision.labeled_factors)) if supervision else None
         rng = np.random.default_rng(0)
         rows = [rng.choice(len(data), batch_size, replace=False) for _ in range(2)]
         batches = [
-            torch.from_numpy(data.images(r)).to(device).permute(0, 3, 1, 2).float().div(255)
-            for r in rows
-        ]
-        labels = [
-            ()
-            if columns is None
-            else (torch.from_numpy(data.factors_of(r)[:, columns]).to(device),)
+            Batch(
+                torch.from_numpy(data.images(r)).to(device).permute(0, 3, 1, 2).float().div(255),
+                None
+                if columns is None
+                else torch.from_numpy(factor_labels(data, r, columns)).to(device),
+            )
             for r in rows
         ]
         generator = torch.Generator(device).manual_seed(0)
@@ -183,13 +179,7 @@ def time_steps(
             torch.cuda.reset_peak_memory_stats(device)
 
         def step(index: int, i: int) -> None:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                if optimizer is None:
-                    model.train_step(batches[i], generator, index, own, *labels[i])
-                else:
-                    loss, _ = model.training_loss(batches[i], generator, *labels[i])
-                    losses = loss if isinstance(loss, dict) else {RUN_LOSS: loss}
-                    step_optimizers(losses, parameters, optimizer, own, index, cfg.train)
+            trainer.step(batches[i], index, generator)
             if ema is not None:
                 ema.step(averaged)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.datasets.attribute_data import AttributeData, AttributeImages
+from bench.errors import BenchError
 from bench.metrics.attribute_probe import compute_attribute_probe, factor_attributes
-from bench.registry import BenchError
 from bench.runner import run
 from tests.test_diti import TINY_DITI
 
@@ -60,7 +61,7 @@ def test_the_same_seed_gives_the_same_numbers():
     assert scores[0] == scores[1] and scores[0] != scores[2]
 
 
-class Attributes:
+class Attributes(AttributeData):
     """An attribute dataset (CelebA's interface) with a train/valid/test partition."""
 
     def __init__(self, partition: np.ndarray | None) -> None:
@@ -153,8 +154,9 @@ def test_the_code_table_encodes_mirrored_images_once_and_apart():
 
     from bench.evaluate import CodeTable, EncodedAttributes
 
-    class Images:
+    class Images(AttributeImages):
         attributes = np.zeros((20, 1))
+        attribute_names = ("a",)
 
         def __len__(self):
             return 20

@@ -18,13 +18,13 @@ from bench.authors.keymap import Piece, from_authors, shapes, to_authors
 from bench.authors.layouts import LAYOUTS, MANIFESTS, dbrl_keymap
 from bench.authors.openaimodel import attention_block, unet_keymap
 from bench.authors.score_sde import layer as score_sde_layer
+from bench.build import build_method
 from bench.config import resolve_config
 from bench.datasets import DATASETS
 from bench.methods.dbrl import TimeConditionedWideResNet, WideResNetConfig
 from bench.methods.diffusion.ncsnpp import NCSNpp, NCSNppConfig
 from bench.methods.diffusion.token_ldm import UnitMLPs
 from bench.methods.diffusion.unet import PlainUNetConfig, UNetConfig, build_plain_unet, build_unet
-from bench.runner import build_method
 
 # DisUnknown's class frequencies come from the dataset's labels, which the class does not
 # hold: uniform ones over 3D Shapes' classes of its labelled factors give the same shapes.

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 import bench.datasets
 from bench.config import resolve_config
 from bench.datasets.shapes3d import FACTOR_SIZES
-from bench.registry import BenchError
+from bench.errors import BenchError
 from bench.report import write_report
 from bench.runner import run
 

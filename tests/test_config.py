@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.config import config_hash, from_dict, resolve_config, to_dict
-from bench.registry import BenchError, UnknownNameError
+from bench.errors import BenchError
+from bench.registry import UnknownNameError
 
 
 def resolve(*overrides, preset=None, seed=None, config_files=()):

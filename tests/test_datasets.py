@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import bench.datasets
-from bench.registry import BenchError, UnknownNameError
+from bench.errors import BenchError
+from bench.registry import UnknownNameError
 
 
 @pytest.fixture(scope="module")

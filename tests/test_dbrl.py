@@ -13,6 +13,7 @@ from torch import nn
 from bench.config import resolve_config
 from bench.methods.dbrl import DBRL, DBRLConfig, Encoder, InputScale, WideResNetConfig
 from bench.methods.diffusion.ve_sde import VESDE, Sampler
+from bench.methods.trainer import Batch
 from bench.runner import run
 from bench.sweep import load_sweep
 
@@ -54,7 +55,7 @@ def test_the_loss_of_the_true_score_is_the_closed_form_of_sigma_squared_weightin
     model.sde.sample_times = lambda count, generator: torch.full((count,), t)
     generator = torch.Generator().manual_seed(1)
     images = MEAN + STD * torch.randn((4096, 1, 16, 16), generator=generator)
-    loss, logs = model.training_loss(images, generator)
+    loss, logs = model.training_loss(Batch(images), generator)
     sigma = float(model.sde.sigma(torch.tensor(t)))
     expected = 0.5 * 16 * 16 * STD**2 / (STD**2 + sigma**2)
     assert loss.item() == pytest.approx(expected, rel=0.01)
@@ -95,7 +96,7 @@ def test_the_kl_is_logged_but_added_only_with_a_positive_lambda():
     for lambda_z in (0.0, 1e-3):
         model = tiny_dbrl(encoder=Encoder.probabilistic, lambda_z=lambda_z)
         model.score_net = TrueScore()
-        loss, logs = model.training_loss(images, torch.Generator().manual_seed(6))
+        loss, logs = model.training_loss(Batch(images), torch.Generator().manual_seed(6))
         results[lambda_z] = loss.item(), logs["dsm"].item(), logs["kl"].item()
     (loss0, dsm0, kl0), (loss1, dsm1, kl1) = results[0.0], results[1e-3]
     assert kl0 > 0 and loss0 == dsm0
@@ -113,7 +114,7 @@ def test_z_scored_inputs_are_what_the_score_network_denoises(t):
     model.sde.sample_times = lambda count, generator: torch.full((count,), t)
     generator = torch.Generator().manual_seed(1)
     images = MEAN + STD * torch.randn((4096, 1, 16, 16), generator=generator)
-    loss, _ = model.training_loss(images, generator)
+    loss, _ = model.training_loss(Batch(images), generator)
     sigma = float(model.sde.sigma(torch.tensor(t)))
     assert loss.item() == pytest.approx(0.5 * 16 * 16 / (1 + sigma**2), rel=0.01)
     # The encoder reads the same scale, and samples come back to [0, 1].
@@ -125,7 +126,7 @@ def test_z_scored_inputs_are_what_the_score_network_denoises(t):
 
 def test_the_paper_code_is_the_128_pooled_features_of_a_probabilistic_encoder():
     from bench import datasets
-    from bench.runner import build_method
+    from bench.build import build_method
 
     cfg = resolve_config("dbrl", "shapes3d-procedural", "paper")
     data = datasets.load("shapes3d-procedural")

@@ -18,8 +18,8 @@ from bench.methods.diffusion.gradient_field import (
 )
 from bench.methods.diffusion.unet import PlainUNetConfig, SkipDropoutConfig, build_plain_unet
 from bench.methods.disdiff import DisDiff, DisDiffConfig
+from bench.methods.trainer import Batch, run_optimizer
 from bench.runner import run
-from bench.train import build_optimizer
 from tests.conftest import FAST
 from tests.test_dyga_sd import refit
 
@@ -172,12 +172,12 @@ def test_disentangling_weight_is_its_closed_form(monkeypatch):
 def test_frozen_unet_and_first_stage_are_unchanged_by_training():
     model = small_disdiff()
     cfg = resolve_config("disdiff", "shapes3d-procedural", "smoke")
-    optimizer = build_optimizer(model, cfg.train)
+    optimizer = run_optimizer([p for p in model.parameters() if p.requires_grad], cfg.train)
     frozen = {k: v.clone() for k, v in model.ldm.state_dict().items()}
     trained = {k: v.clone() for k, v in model.decoder.state_dict().items()}
     generator = torch.Generator().manual_seed(0)
     for _ in range(2):
-        loss, _ = model.training_loss(torch.rand(4, 3, 64, 64), generator)
+        loss, _ = model.training_loss(Batch(torch.rand(4, 3, 64, 64)), generator)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

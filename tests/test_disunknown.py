@@ -12,7 +12,9 @@ import torch
 from scipy.stats import norm
 
 import bench.datasets
+from bench.build import build_method
 from bench.config import resolve_config
+from bench.errors import BenchError
 from bench.evaluate import EncodedGroundTruth
 from bench.methods.disunknown import (
     DisUnknown,
@@ -28,9 +30,8 @@ from bench.methods.disunknown import (
     roll,
     unlikelihood,
 )
-from bench.registry import BenchError
 from bench.report import collect, summarise
-from bench.runner import build_method, run
+from bench.runner import run
 from bench.store import RunRecord
 from bench.train import train
 from tests.grid_data import FactorGrid

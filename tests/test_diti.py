@@ -21,6 +21,7 @@ from bench.methods.diti import (
     Mode,
     block_ends,
 )
+from bench.methods.trainer import Batch
 from bench.metrics.utils import unit_slices
 from bench.runner import run
 from tests.conftest import FAST
@@ -90,7 +91,7 @@ def test_each_sample_trains_only_its_blocks_dims(mode, monkeypatch):
     z = torch.randn(6, 512, requires_grad=True)
     monkeypatch.setattr(model.encoder, "forward", lambda x: z)
     generator = torch.Generator().manual_seed(3)
-    loss, _ = model.training_loss(torch.rand(6, 3, 64, 64), generator)
+    loss, _ = model.training_loss(Batch(torch.rand(6, 3, 64, 64)), generator)
     loss.backward()
     steps, _, _ = model.ddpm.noisy_images(
         torch.rand(6, 3, 64, 64), torch.Generator().manual_seed(3)
@@ -111,7 +112,9 @@ def test_frozen_ddpm_is_unchanged_and_its_features_are_the_unets():
     before = {k: v.clone() for k, v in model.ddpm.state_dict().items()}
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     for _ in range(2):
-        loss, _ = model.training_loss(torch.rand(4, 3, 64, 64), torch.Generator().manual_seed(0))
+        loss, _ = model.training_loss(
+            Batch(torch.rand(4, 3, 64, 64)), torch.Generator().manual_seed(0)
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

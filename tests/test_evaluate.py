@@ -10,11 +10,12 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.config import EvalConfig
+from bench.datasets.attribute_data import AttributeImages
+from bench.errors import BenchError
 from bench.evaluate import evaluate
 from bench.methods.base import Method, MethodConfig
 from bench.metrics import METRICS
 from bench.metrics.tad import tad_score
-from bench.registry import BenchError
 from bench.store import RunRecord
 from tests.conftest import bench_cli
 from tests.grid_data import FactorGrid
@@ -42,7 +43,7 @@ class Elementwise(Method):
     def representation_dim(self):
         return 3
 
-    def training_loss(self, images, generator):
+    def training_loss(self, batch, generator):
         raise AssertionError("not trained")
 
     def encode(self, images):
@@ -152,10 +153,11 @@ def test_pca1_keeps_mig_of_a_flat_code(tmp_path):
     assert scores[0] == pytest.approx(scores[1], abs=1e-12)
 
 
-class Attributes:
+class Attributes(AttributeImages):
     """A CelebA-like attribute dataset: images carry two binary attributes."""
 
     image_shape = (1, 1, 3)
+    attribute_names = ("a", "b")
 
     def __init__(self, n: int = 400):
         rng = np.random.default_rng(0)
@@ -167,9 +169,6 @@ class Attributes:
 
     def images(self, indices):
         return self._images[indices].astype(np.uint8)[:, None, None, :]
-
-    def observations(self, indices):
-        return self.images(indices).astype(np.float32) / 255
 
 
 def test_tad_through_the_code_table_equals_tad_on_the_codes(tmp_path):

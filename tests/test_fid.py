@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from bench.config import EvalConfig
 from bench.datasets.download import FID_INCEPTION_FILE
+from bench.errors import BenchError
 from bench.evaluate import evaluate
 from bench.fileio import file_digest
 from bench.methods.base import Method, MethodConfig
@@ -21,7 +22,6 @@ from bench.metrics.fid import (
     image_features,
 )
 from bench.metrics.fid_inception import FIDInceptionV3, load_fid_inception
-from bench.registry import BenchError
 from bench.store import RunRecord
 from tests.grid_data import FactorGrid
 
@@ -197,7 +197,7 @@ class Dimmer(Method):
     def representation_dim(self) -> int:
         return 3
 
-    def training_loss(self, images, generator):
+    def training_loss(self, batch, generator):
         raise AssertionError("not trained")
 
     def encode(self, images):

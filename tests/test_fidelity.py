@@ -13,10 +13,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from bench.config import resolve_config
+from bench.errors import BenchError
 from bench.methods.diffusion.encoder4 import ResidualBlock
 from bench.methods.diffusion.unet import ResBlockResample, UNetConfig, build_unet
 from bench.methods.dyga_sd import DyGASD
-from bench.registry import BenchError
+from bench.methods.trainer import Batch
 from bench.runner import run
 from tests.test_dyga_sd import TINY
 
@@ -102,7 +103,7 @@ def test_latents_and_add_noise_run_in_float32_under_autocast():
 
     model.unet.register_forward_pre_hook(keep_input)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        model.training_loss(images, torch.Generator().manual_seed(0))
+        model.training_loss(Batch(images), torch.Generator().manual_seed(0))
     generator = torch.Generator().manual_seed(0)
     steps = torch.randint(0, 1000, (4,), generator=generator)
     noise = torch.randn(latents.shape, generator=generator)

@@ -16,6 +16,7 @@ from bench.config import resolve_config
 from bench.datasets.files import DatasetFileError
 from bench.methods.diffusion.lpips import LPIPS
 from bench.methods.diffusion.vq import VQAutoencoder, VQAutoencoderConfig
+from bench.methods.trainer import Batch
 from tests.test_download import FileServer
 
 # torchvision's vgg16().features: the index of each convolution, and the ReLU ending each tap.
@@ -99,7 +100,7 @@ def test_the_vq_stage_trains_with_lpips_and_the_gan_from_step_0(tmp_path):
     assert (config.perceptual_weight, config.gan_weight, config.gan_start) == (1.0, 0.75, 0)
     model = VQAutoencoder(config, (32, 32, 3))
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    loss, logs = model.training_loss(images, torch.Generator().manual_seed(3))
+    loss, logs = model.training_loss(Batch(images), torch.Generator().manual_seed(3))
     assert {"l1", "perceptual", "codebook", "g_loss", "d_loss"} <= logs.keys()
     loss.backward()
     assert all(p.grad is None for p in model.perceptual.parameters())  # frozen

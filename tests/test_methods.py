@@ -12,10 +12,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import bench.datasets
+from bench.build import build_method
 from bench.config import resolve_config
 from bench.methods import METHODS
 from bench.methods.beta_vae import BetaVAE, BetaVAEConfig
-from bench.runner import build_method, load_run, run
+from bench.methods.trainer import Batch
+from bench.runner import load_run, run
 from tests.conftest import FAST
 
 CONFORMANCE = [*FAST, "eval.metrics=[]"]
@@ -104,7 +106,7 @@ def test_beta_vae_loss_is_bernoulli_nll_plus_beta_kl():
     torch.manual_seed(0)
     model = BetaVAE(BetaVAEConfig(beta=4.0), (64, 64, 3))
     images = torch.rand(3, 3, 64, 64)
-    loss, logs = model.training_loss(images, torch.Generator().manual_seed(1))
+    loss, logs = model.training_loss(Batch(images), torch.Generator().manual_seed(1))
     # Recompute from the distributions themselves, with the same noise.
     hidden = model.encoder(images)
     mean, log_var = model.to_mean(hidden), model.to_log_var(hidden)

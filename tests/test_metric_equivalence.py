@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.errors import BenchError
 from bench.metrics.beta_vae import compute_beta_vae_sklearn
 from bench.metrics.dci import compute_dci
 from bench.metrics.dlib_reference import qualify_bindings
@@ -22,7 +23,6 @@ from bench.metrics.irs import compute_irs
 from bench.metrics.modularity_explicitness import compute_modularity_explicitness
 from bench.metrics.sap_score import compute_sap
 from bench.metrics.unsupervised_metrics import unsupervised_metrics
-from bench.registry import BenchError
 from tests.grid_data import FactorGrid
 from tests.test_metrics import CODE_KINDS, make_representation
 

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.errors import BenchError
 from bench.metrics import METRICS
 from bench.metrics.dlib_reference import qualify_bindings
 from bench.metrics.mig import _compute_mig, compute_mig
 from bench.metrics.utils import discrete_entropy, discrete_mutual_info, histogram_discretize
-from bench.registry import BenchError
 from tests.grid_data import FactorGrid, factors_from_observations
 
 CODE_KINDS = ("factor", "mixture", "constant", "duplicate", "noise")
@@ -206,3 +206,14 @@ def test_every_metric_undefined_for_a_single_valued_factor_refuses_it(name):
             None,
             **TINY[name],
         )
+
+
+def test_every_registered_metric_declares_the_column_reports_show():
+    labels = []
+    for name in METRICS.names():
+        spec = METRICS.get(name)
+        assert spec.name == name
+        assert spec.headline in spec.keys, f"{name}: headline {spec.headline!r} not a key"
+        assert spec.label.strip(), name
+        labels.append(spec.label)
+    assert len(set(labels)) == len(labels), "two metrics share a column header"

@@ -14,9 +14,10 @@ import pytest
 import torch
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D
 
+from bench.build import build_method
 from bench.config import resolve_config
 from bench.datasets import DATASETS
-from bench.runner import build_method, shared_stages, stage_config
+from bench.stages import shared_stages, stage_config
 
 DISDIFF = "ThomasMrY/DisDiff @c3ba0c7, configs/latent-diffusion/shapes3d-vq-4-16(-dis).yaml"
 DITI = "yue-zhongqi/diti @ca4ed6c, diti64.yml; DPM: Diff-AE's 64-px setting (methods-pdae.md)"

@@ -17,10 +17,12 @@ import yaml
 from safetensors.torch import load_file
 
 from bench import datasets
+from bench.build import build_method
 from bench.claim import Claim, ClaimLost, current_holder
 from bench.config import resolve_config
-from bench.registry import BenchError
-from bench.runner import build_method, load_or_train_stage, load_run, run
+from bench.errors import BenchError
+from bench.runner import load_run, run
+from bench.stages import load_or_train_stage
 from bench.store import COMPLETE, RUNNING, RunRecord
 from bench.sweep import load_sweep, status_table
 from bench.train import train

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from bench.registry import BenchError, Registry, UnknownNameError
+from bench.errors import BenchError
+from bench.registry import Registry, UnknownNameError
 
 
 def test_entries_are_imported_only_when_used(tmp_path, monkeypatch):

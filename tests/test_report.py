@@ -407,3 +407,24 @@ def test_file_names_of_long_row_labels_are_cut_and_stay_apart():
     one, two = _slug(base + ", a)"), _slug(base + ", b)")
     assert len(one) <= 120 and len(two) <= 120 and one != two
     assert _slug("shapes3d-beta_vae (method.beta=4.0)") == "shapes3d-beta_vae_method.beta_4.0"
+
+
+def test_a_run_scoring_downstream_task_and_unsupervised_shows_their_headline_columns(tmp_path):
+    # Each registered metric names its headline key and header (MetricSpec), so none is left
+    # out of the default table for want of an entry in the report.
+    from bench.metrics import METRICS
+    from bench.runner import run
+    from tests.conftest import FAST
+
+    overrides = [
+        *FAST,
+        "eval.metrics=[downstream_task,unsupervised]",
+        "eval.hyperparams.downstream_task.num_train=[10000]",
+        "eval.hyperparams.downstream_task.num_test=100",
+        "eval.hyperparams.downstream_task.predictor=logistic_regression_cv",
+    ]
+    run("beta_vae", "dsprites-procedural", "smoke", overrides, out=tmp_path / "runs")
+    write_report(tmp_path / "runs", tmp_path / "out")
+    header = (tmp_path / "out" / "table.md").read_text().splitlines()[0]
+    for name in ("downstream_task", "unsupervised"):
+        assert METRICS.get(name).label in header, header

@@ -13,13 +13,14 @@ import pytest
 import torch
 
 import bench.datasets
+from bench.build import build_method
 from bench.checkpoints import load_checkpoint_file, newest_usable, save_checkpoint_file
 from bench.config import resolve_config
 from bench.methods import METHODS
 from bench.rng import set_global_rng_state
-from bench.runner import build_method, stage_config
+from bench.stages import stage_config
 from bench.store import RunRecord
-from bench.train import build_optimizers, load_checkpoint, run_ema, save_checkpoint, train
+from bench.train import load_checkpoint, run_ema, save_checkpoint, train
 from tests.grid_data import FactorGrid
 from tests.test_train import Quadratic, QuadraticConfig, quadratic_cfg
 
@@ -42,21 +43,17 @@ def training_state(name: str, device: torch.device):
     cfg = resolve_config(name, DATASET, "ci")
     data = bench.datasets.load(DATASET)
     model = with_untrained_stages(build_method(cfg, data), cfg, data).to(device)
-    optimizer, own, _ = build_optimizers(model, cfg.train)
+    trainer = model.trainer(cfg.train, device)
     ema, averaged = run_ema(model, cfg.train)
-    return model, optimizer, own, ema, averaged
-
-
-def optimizers_of(optimizer, own):
-    return [o for o in (optimizer, *own.values()) if o is not None]
+    return model, trainer, ema, averaged
 
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_a_checkpoint_restores_every_tensor_onto_the_runs_device(name, tmp_path):
     # Written on the CPU (as torch.load hands every checkpoint back), resumed on another
     # device: "meta" stands in for CUDA.
-    model, optimizer, own, ema, averaged = training_state(name, torch.device("cpu"))
-    for each in optimizers_of(optimizer, own):  # a step, so that every optimizer has state
+    model, trainer, ema, averaged = training_state(name, torch.device("cpu"))
+    for each in trainer.optimizers.values():  # a step, so that every optimizer has state
         for group in each.param_groups:
             for parameter in group["params"]:
                 parameter.grad = torch.zeros_like(parameter)
@@ -64,18 +61,17 @@ def test_a_checkpoint_restores_every_tensor_onto_the_runs_device(name, tmp_path)
     if ema is not None:
         ema.step(averaged)
     noise = torch.Generator().manual_seed(0)
-    save_checkpoint(RunRecord(tmp_path), 1, model, optimizer, ema, noise, 1, own)
+    save_checkpoint(RunRecord(tmp_path), 1, model, trainer, ema, noise, 1)
 
-    model, optimizer, own, ema, _ = training_state(name, META)
+    model, trainer, ema, _ = training_state(name, META)
     with warnings.catch_warnings():  # copying into meta tensors is a no-op, as it should be
         warnings.simplefilter("ignore", UserWarning)
         step, _ = load_checkpoint(
             newest_usable(RunRecord(tmp_path).checkpoints_dir),
             model,
-            optimizer,
+            trainer,
             ema,
             noise,
-            own,
             META,
             seed=0,
         )
@@ -83,7 +79,7 @@ def test_a_checkpoint_restores_every_tensor_onto_the_runs_device(name, tmp_path)
     elsewhere = [k for k, t in model.state_dict().items() if t.device != META]
     if ema is not None:
         elsewhere += [f"ema[{i}]" for i, t in enumerate(ema.shadow_params) if t.device != META]
-    for each in optimizers_of(optimizer, own):
+    for each in trainer.optimizers.values():
         assert each.state, "the optimizer state was restored"
         for state in each.state.values():
             # torch keeps Adam's step counters on the host by design (unless capturable)
@@ -187,19 +183,18 @@ def test_cuda_n_becomes_the_current_gpu(monkeypatch):
 
 def test_fp16_loss_scaling_steps_as_fp32_would(tmp_path):
     # A power-of-two scale is exact: scaled, unscaled before clipping, the step is the same.
-    from bench.train import RUN_LOSS, step_optimizers
+    from bench.methods.trainer import RUN, LossTrainer
 
     cfg = quadratic_cfg(grad_clip=0.01, lr=0.1)
     results = []
     for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**10)):
-        weight = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
-        optimizer = torch.optim.Adam([weight], lr=0.1)
+        holder = torch.nn.Module()
+        holder.weight = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+        trainer = LossTrainer(holder, cfg.train, torch.device("cpu"))
+        trainer.scaler = scaler
         for step in range(3):
-            loss = (weight**2).sum() * (step + 1)
-            step_optimizers(
-                {RUN_LOSS: loss}, {RUN_LOSS: [weight]}, optimizer, {}, step, cfg.train, scaler
-            )
-        results.append(weight.detach().clone())
+            trainer.apply({RUN: (holder.weight**2).sum() * (step + 1)}, step)
+        results.append(holder.weight.detach().clone())
     assert torch.equal(*results)
     assert not torch.equal(results[0], torch.tensor([1.0, -2.0, 3.0]))
 

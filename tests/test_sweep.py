@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from bench.registry import BenchError
+from bench.errors import BenchError
 from bench.store import COMPLETE, RunRecord
 from bench.sweep import load_sweep, run_local, status_table
 

@@ -18,10 +18,13 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+import bench.datasets
+from bench.build import build_method
 from bench.claim import active_holder
-from bench.config import RunConfig
-from bench.methods.base import Method, MethodConfig, OwnOptimizer
-from bench.registry import BenchError
+from bench.config import RunConfig, resolve_config
+from bench.errors import BenchError
+from bench.methods.base import Method, MethodConfig, Supervision
+from bench.methods.trainer import Batch, LossTrainer, OwnOptimizer
 from bench.runner import run
 from bench.store import RunRecord
 from bench.train import DataOrder, NonFiniteLoss, train
@@ -62,9 +65,9 @@ class Quadratic(Method):
     def representation_dim(self):
         return 3
 
-    def training_loss(self, images, generator):
+    def training_loss(self, batch, generator):
         self.calls += 1
-        loss = ((self.weight - images.mean()) ** 2).sum()
+        loss = ((self.weight - batch.images.mean()) ** 2).sum()
         if self.calls == self.config.nan_at:
             loss = loss * float("nan")
         return loss, {"weight0": self.weight[0].detach()}
@@ -393,17 +396,18 @@ class Duel(Method):
     def representation_dim(self):
         return 3
 
-    def own_optimizers(self):
-        return {"critic": OwnOptimizer(list(self.critic.parameters()), 1e-2, (0.5, 0.9))}
+    def trainer(self, train, device):
+        critic = OwnOptimizer(list(self.critic.parameters()), 1e-2, (0.5, 0.9))
+        return LossTrainer(self, train, device, own={"critic": critic})
 
     def losses(self, images, noise):
         fake = self.generator_weight * images.mean() + noise
         score = self.critic(fake[None]).squeeze()
         return {"run": score**2 + (fake**2).sum(), "critic": -score + 0.1 * fake.sum() ** 2}
 
-    def training_loss(self, images, generator):
+    def training_loss(self, batch, generator):
         noise = torch.randn(3, generator=generator, device=generator.device)
-        return self.losses(images, noise), {}
+        return self.losses(batch.images, noise), {}
 
     def encode(self, images):
         return self.generator_weight.expand(len(images), 3)
@@ -422,7 +426,7 @@ def test_each_optimizer_steps_on_its_own_loss_for_its_own_parameters(tmp_path):
     adam_critic = torch.optim.Adam(critic, lr=1e-2, betas=(0.5, 0.9))
     for step in range(5):
         images = torch.from_numpy(data.images(order.batch(step))).float().div(255)
-        losses, _ = replay.training_loss(images.permute(0, 3, 1, 2), generator)
+        losses, _ = replay.training_loss(Batch(images.permute(0, 3, 1, 2)), generator)
         (g,) = torch.autograd.grad(losses["run"], [replay.generator_weight], retain_graph=True)
         critic_grads = torch.autograd.grad(losses["critic"], critic)
         replay.generator_weight.grad = g
@@ -457,20 +461,19 @@ class LabelledConfig(QuadraticConfig):
 
 
 class Labelled(Quadratic):
-    """Keeps every argument the loop passes its ``training_loss`` beyond images and noise."""
+    """Keeps the labels of every batch the loop hands its ``training_loss``."""
 
     config_class = LabelledConfig
 
     def __init__(self, config, image_shape):
         super().__init__(config, image_shape)
         self.received = []
+        if config.labeled:
+            self.supervision = Supervision(tuple(config.labeled))
 
-    def labeled_factors(self):
-        return list(self.config.labeled)
-
-    def training_loss(self, images, generator, *extra):
-        self.received.append(extra)
-        return super().training_loss(images, generator)
+    def training_loss(self, batch, generator):
+        self.received.append(batch.labels)
+        return super().training_loss(batch, generator)
 
 
 def test_a_method_naming_labelled_factors_gets_their_classes_and_no_other_does(tmp_path):
@@ -479,32 +482,24 @@ def test_a_method_naming_labelled_factors_gets_their_classes_and_no_other_does(t
     model = Labelled(LabelledConfig(labeled=("f2", "f0")), data.image_shape)
     train(model, data, cfg, RunRecord(tmp_path / "labelled"))
     order = DataOrder(len(data), 6, cfg.seed)
-    for step, (labels,) in enumerate(model.received):
+    for step, labels in enumerate(model.received):
         expected = data.factors_of(order.batch(step))[:, [2, 0]]
         assert labels.dtype == torch.int64 and np.array_equal(labels.numpy(), expected)
     unsupervised = Labelled(LabelledConfig(), data.image_shape)
     train(unsupervised, data, cfg, RunRecord(tmp_path / "unsupervised"))
-    assert unsupervised.received == [()] * 4
+    assert unsupervised.received == [None] * 4
 
 
-def test_every_registered_method_but_disunknown_is_unsupervised():
-    # The loop passes labels only to a method whose labeled_factors() names some (above).
-    import inspect
-
+def test_every_registered_method_but_disunknown_is_unsupervised(tmp_path):
+    # The loop passes labels only to a method with a Supervision (above).
     from bench.methods import METHODS
 
-    weakly_supervised = set()
+    supervised = set()
     for name in METHODS.names():
-        cls = METHODS.get(name)
-        if cls.labeled_factors is not Method.labeled_factors:
-            weakly_supervised.add(name)
-        elif not cls.steps_itself:
-            assert list(inspect.signature(cls.training_loss).parameters) == [
-                "self",
-                "images",
-                "generator",
-            ], name
-    assert weakly_supervised == {"disunknown"}
+        cfg = resolve_config(name, "dsprites-procedural", "smoke")
+        if build_method(cfg, bench.datasets.load("dsprites-procedural")).supervision:
+            supervised.add(name)
+    assert supervised == {"disunknown"}
 
 
 def test_an_unknown_labelled_factor_is_a_one_line_error(tmp_path):

@@ -12,7 +12,7 @@ import bench.datasets
 import bench.train
 from bench.config import DataConfig, config_hash, resolve_config
 from bench.datasets.training_rows import training_rows
-from bench.registry import BenchError
+from bench.errors import BenchError
 from bench.runner import run
 from bench.train import random_hflip
 from tests.conftest import FAST

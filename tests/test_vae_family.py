@@ -10,15 +10,17 @@ import torch
 from scipy.special import logsumexp, softmax
 
 import bench.datasets
+from bench.build import build_method
 from bench.config import resolve_config
 from bench.methods import METHODS
 from bench.methods.annealed_vae import capacity
 from bench.methods.factor_vae import discriminator_terms
+from bench.methods.trainer import RUN, Batch, backward
 from bench.methods.vae import VAE
-from bench.runner import build_method, run
+from bench.runner import run
 from bench.store import RunRecord
 from bench.sweep import load_sweep
-from bench.train import RUN_LOSS, backward, run_parameters, train
+from bench.train import train
 
 VAES = ["beta_vae", "annealed_vae", "factor_vae", "dip_vae_i", "dip_vae_ii", "beta_tc_vae"]
 
@@ -131,11 +133,12 @@ def test_factor_vae_routes_each_loss_to_its_own_optimizer_only():
     cfg = resolve_config("factor_vae", "dsprites-procedural", "ci", [], 0)
     model = build_method(cfg, bench.datasets.load("dsprites-procedural"))
     images = torch.rand(8, 1, 64, 64, generator=torch.Generator().manual_seed(0))
-    losses, _ = model.training_loss(images, torch.Generator().manual_seed(1))
-    critic = list(model.discriminator.parameters())
-    vae = run_parameters(model)
+    losses, _ = model.training_loss(Batch(images), torch.Generator().manual_seed(1))
+    trainer = model.trainer(cfg.train, torch.device("cpu"))
+    critic, vae = trainer.parameters["discriminator"], trainer.parameters[RUN]
+    assert critic == list(model.discriminator.parameters())
     assert {id(p) for p in critic}.isdisjoint({id(p) for p in vae})
-    parameters = {RUN_LOSS: vae, "discriminator": critic}
+    parameters = {RUN: vae, "discriminator": critic}
     by_hand = {
         name: torch.autograd.grad(losses[name], params, retain_graph=True, allow_unused=True)
         for name, params in parameters.items()
@@ -143,7 +146,7 @@ def test_factor_vae_routes_each_loss_to_its_own_optimizer_only():
     # Either loss reaches the other's parameters (so a summed backward would mix them) ...
     leak = torch.autograd.grad(losses["discriminator"], vae[:1], retain_graph=True)[0]
     assert leak.abs().sum() > 0
-    assert torch.autograd.grad(losses[RUN_LOSS], critic[:1], retain_graph=True)[0].abs().sum() > 0
+    assert torch.autograd.grad(losses[RUN], critic[:1], retain_graph=True)[0].abs().sum() > 0
     # ... and the loop gives each only its own.
     backward(losses, parameters)
     for name, params in parameters.items():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 
 from bench.datasets.ground_truth import GroundTruthData
-from bench.registry import BenchError, Registry
+from bench.errors import BenchError
+from bench.registry import Registry
 
 DATASETS = Registry("dataset", "bench.datasets")
 for _name, _target, _description in [

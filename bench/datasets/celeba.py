@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.datasets.attribute_data import AttributeImages
 from bench.datasets.files import DatasetFileError, cached_array, data_dir, expect, require
 
 CROPS = ("disdiff", "tad")
@@ -85,7 +86,7 @@ def read_partition(path: Path, files: list[str]) -> np.ndarray:
     return np.array([int(partition.get(f, -1)) for f in files])
 
 
-class CelebA:
+class CelebA(AttributeImages):
     """Images (n, 64, 64, 3) uint8 and attributes (n, 40) in {0, 1}."""
 
     image_shape = (64, 64, 3)
@@ -139,13 +140,5 @@ class CelebA:
     def __len__(self) -> int:
         return len(self.files)
 
-    @property
-    def observation_shape(self) -> tuple[int, int, int]:
-        return self.image_shape
-
     def images(self, indices: np.ndarray) -> np.ndarray:
         return self._images[np.asarray(indices)]
-
-    def observations(self, indices: np.ndarray) -> np.ndarray:
-        """Float images in [0, 1], (n, 64, 64, 3): what metrics see."""
-        return self.images(indices).astype(np.float32) / 255.0

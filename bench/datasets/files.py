@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
+from bench.errors import BenchError
 from bench.fileio import atomic_path
-from bench.registry import BenchError
 
 
 class DatasetFileError(BenchError):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.datasets.attribute_data import AttributeImages
 from bench.datasets.files import DatasetFileError
 from bench.datasets.ground_truth import factor_attributes
 from bench.datasets.shapes3d import FACTOR_NAMES, FACTOR_SIZES
@@ -32,7 +33,7 @@ SUBSET_SEED = 0  # part of the dataset's definition: which renders it holds
 CELEBA_SPLIT = (162_770, 19_867, 19_962)
 
 
-class Shapes3DAttributes:
+class Shapes3DAttributes(AttributeImages):
     """Images (size, 64, 64, 3) uint8, attributes (size, 6) in {0, 1}, a CelebA-like split."""
 
     image_shape = Shapes3DProcedural.image_shape
@@ -56,13 +57,5 @@ class Shapes3DAttributes:
     def __len__(self) -> int:
         return len(self.rows)
 
-    @property
-    def observation_shape(self) -> tuple[int, int, int]:
-        return self.image_shape
-
     def images(self, indices: np.ndarray) -> np.ndarray:
         return self.source.images(self.rows[np.asarray(indices)])
-
-    def observations(self, indices: np.ndarray) -> np.ndarray:
-        """Float images in [0, 1], (n, 64, 64, 3): what metrics see."""
-        return self.images(indices).astype(np.float32) / 255.0

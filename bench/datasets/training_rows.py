@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from omegaconf import DictConfig
 
-from bench.registry import BenchError
+from bench.errors import BenchError
 
 TRAIN = 0  # the train partition's label, as CelebA's list_eval_partition.txt
 HOLDOUT_SEED = 0  # the split is the dataset's, not the run's

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
-from bench.registry import BenchError
+from bench.errors import BenchError
+from bench.methods.trainer import Batch, LossTrainer, Trainer
 
 
 @dataclass
@@ -20,18 +22,6 @@ class MethodConfig:
     """Base of every method's config dataclass; ``name`` is the registered method name."""
 
     name: str = "?"
-
-
-@dataclass
-class OwnOptimizer:
-    """Adam over some of a method's parameters, in place of the run's optimizer (``train.*``):
-    FactorVAE's discriminator, a GAN's critic. Its loss is differentiated with respect to
-    these parameters alone, and no other loss ever reaches them."""
-
-    parameters: list[nn.Parameter]
-    lr: float
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
 
 
 @dataclass
@@ -43,6 +33,23 @@ class ScoreSubset:
     dims: tuple[int, int]  # [start, stop) of the flat code
     excluded_factors: list[str]
     description: str
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """How a weakly supervised method is supervised: the loop hands it these factors' labels
+    (``Batch.labels``, in this order), the evaluator adds its score subsets, and reports
+    mark its rows. An unsupervised method has none (``Method.supervision is None``), and no
+    label ever reaches it."""
+
+    labeled_factors: tuple[str, ...]
+    # Further score sets by name: metrics.json holds them as ``<metric>/<name>``.
+    score_subsets: dict[str, ScoreSubset] = field(default_factory=dict)
+
+    @property
+    def description(self) -> str:
+        """The reports' words for it."""
+        return f"weakly supervised (labels: {', '.join(self.labeled_factors)})"
 
 
 @dataclass
@@ -75,13 +82,11 @@ class Stage:
 class Method(nn.Module, metaclass=ABCMeta):
     """A trainable representation learner.
 
-    Subclasses set ``config_class`` and implement ``encode`` and either ``training_loss``
-    (the loop differentiates it and steps the optimizers) or, with ``steps_itself``,
-    ``make_optimizers`` and ``train_step`` (the method runs its own backward passes and
-    optimizer steps: DisUnknown routes gradients by hand across four stages).
-    Images are float tensors (B, C, H, W) in [0, 1]. Every random draw in training must come
-    from the ``generator`` it is given, so that a run is reproducible and resumes
-    bit-identically.
+    Subclasses set ``config_class`` and implement ``encode`` and ``training_loss``, which the
+    default trainer (``LossTrainer``) differentiates and steps; a method whose optimizers
+    work otherwise returns its own ``Trainer`` from ``trainer``. Images are float tensors
+    (B, C, H, W) in [0, 1]. Every random draw in training must come from the ``generator``
+    it is given, so that a run is reproducible and resumes bit-identically.
     """
 
     config_class: ClassVar[type[MethodConfig]]
@@ -89,15 +94,16 @@ class Method(nn.Module, metaclass=ABCMeta):
     # equal ones, or the widths of unequal ones in order (DiTi's time-step blocks); the
     # ``eval.reduce=pca1`` option reduces each unit to one scalar. None: a unit per number.
     code_units: int | list[int] | None = None
-    steps_itself: ClassVar[bool] = False
+    # Labels it trains with, for a weakly supervised method; None: unsupervised.
+    supervision: Supervision | None = None
 
     @classmethod
     def configure_for(
         cls, config: MethodConfig, dataset, rows: np.ndarray | None = None
     ) -> MethodConfig:
         """``config`` completed from the dataset before the method is built, ``rows`` being
-        those it trains on (None: all; DisUnknown: its labelled factors' class frequencies
-        over them); by default unchanged."""
+        those it trains on (None: all), such as statistics of the training images; by
+        default unchanged."""
         return config
 
     def __init__(self, config: MethodConfig, image_shape: tuple[int, int, int]) -> None:
@@ -110,60 +116,20 @@ class Method(nn.Module, metaclass=ABCMeta):
     def representation_dim(self) -> int:
         """Length of the vector ``encode`` returns per image."""
 
+    def trainer(self, train: DictConfig, device: torch.device) -> Trainer:
+        """What steps this method's parameters under the run's ``train.*`` settings, once the
+        method is on ``device``: by default the run's optimizer on ``training_loss``. A method
+        with a second optimizer (FactorVAE's discriminator) returns
+        ``LossTrainer(self, train, device, own={...})``."""
+        return LossTrainer(self, train, device)
+
     def training_loss(
-        self, images: torch.Tensor, generator: torch.Generator
+        self, batch: Batch, generator: torch.Generator
     ) -> tuple[torch.Tensor | dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """The scalar loss to minimise and named values to log. A method with
-        ``own_optimizers`` returns a loss per optimizer instead: ``{"run": ...}`` for the
-        run's optimizer, and one under each of its own optimizers' names."""
-        raise NotImplementedError(
-            f"{type(self).__name__} implements neither training_loss nor train_step"
-        )
-
-    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """With ``steps_itself``: every optimizer ``train_step`` uses, by name (checkpointed
-        with the run)."""
-        raise NotImplementedError(f"{type(self).__name__} does not step itself")
-
-    def train_step(
-        self,
-        images: torch.Tensor,
-        generator: torch.Generator,
-        step: int,
-        optimizers: dict[str, torch.optim.Optimizer],
-        labels: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """With ``steps_itself``: training step ``step`` (0-based) in full — zero the
-        gradients, backward passes, optimizer steps, learning rates. Returns the loss the
-        log shows and named values to log."""
-        raise NotImplementedError(f"{type(self).__name__} does not step itself")
-
-    def required_steps(self) -> int | None:
-        """The ``train.steps`` this method's settings imply (a method of fixed stages), or
-        None when any number will do."""
-        return None
-
-    def labeled_factors(self) -> list[str]:
-        """Factors whose class labels this method trains with (a weakly supervised method's
-        config names them). The training loop then passes ``training_loss`` a third argument,
-        the labels: int64 (B, k), each factor's value index, in this order. Empty (every
-        unsupervised method): no label ever reaches the method."""
-        return []
-
-    def supervision(self) -> str | None:
-        """How a weakly supervised method was supervised, in words for reports ("weakly
-        supervised (labels: …)"); None for an unsupervised one."""
-        return None
-
-    def score_subsets(self) -> dict[str, ScoreSubset]:
-        """Further score sets by name: metrics.json holds them as ``<metric>/<name>``."""
-        return {}
-
-    def own_optimizers(self) -> dict[str, OwnOptimizer]:
-        """Parameters trained by optimizers of their own, by name (the run's optimizer trains
-        every other trainable parameter). All of them step once per training step, each on
-        the gradient of its own loss with respect to its own parameters."""
-        return {}
+        """The scalar loss to minimise and named values to log. A method with optimizers of
+        its own (``LossTrainer``'s ``own``) returns a loss per optimizer instead:
+        ``{"run": ...}`` for the run's optimizer, and one under each of its own's names."""
+        raise NotImplementedError(f"{type(self).__name__} has no training_loss")
 
     @abstractmethod
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench.errors import BenchError
 from bench.methods.base import Method, MethodConfig
 from bench.methods.diffusion.ncsnpp import NCSNpp, NCSNppConfig, TimeEmbedding, init_layer
 from bench.methods.diffusion.pictures import (
@@ -57,7 +58,7 @@ from bench.methods.diffusion.pictures import (
     write_png,
 )
 from bench.methods.diffusion.ve_sde import VESDE, Sampler, denoising_score_matching
-from bench.registry import BenchError
+from bench.methods.trainer import Batch
 
 NOT_ADOPTED = [
     "not adopted: the authors' training augmentation (flips, reflect-crops, RandAugment(1)), "
@@ -201,7 +202,7 @@ class DBRL(Method):
         if zscore and len(config.channel_mean) != channels:
             raise BenchError(
                 "dbrl: input_scale=zscore needs the dataset's channel statistics (build it "
-                "with bench.runner.build_method, or set method.channel_mean/channel_std)"
+                "with bench.build.build_method, or set method.channel_mean/channel_std)"
             )
         mean = config.channel_mean if zscore else [0.0] * channels
         std = config.channel_std if zscore else [1.0] * channels
@@ -251,9 +252,9 @@ class DBRL(Method):
         return mean + eps * (0.5 * logvar).exp(), mean, logvar
 
     def training_loss(
-        self, images: torch.Tensor, generator: torch.Generator
+        self, batch: Batch, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        images = self.scaled(images)
+        images = self.scaled(batch.images)
         t = self.sde.sample_times(len(images), generator)
         noise = torch.randn(images.shape, generator=generator, device=images.device)
         sigma = self.sde.sigma(t)

@@ -66,6 +66,7 @@ from bench.methods.diffusion.pictures import (
     write_png,
 )
 from bench.methods.diffusion.unet import SkipDropout, SkipDropoutConfig
+from bench.methods.trainer import Batch
 
 
 @dataclass
@@ -198,9 +199,9 @@ class DisDiff(OnFrozenModel):
         return self.config.dis_weight * weight * cross_entropy
 
     def training_loss(
-        self, images: torch.Tensor, generator: torch.Generator
+        self, batch: Batch, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        diffusion, disentangling = self.losses(images, generator)
+        diffusion, disentangling = self.losses(batch.images, generator)
         disentangling = disentangling.mean()
         logs = {"loss_diffusion": diffusion.detach(), "loss_disentangling": disentangling.detach()}
         return diffusion + disentangling, logs

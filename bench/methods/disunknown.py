@@ -29,7 +29,7 @@ move, and the pieces meet in one backward through the generator (``train_step``)
 
 Representation: the posterior means [E(x) ; S(x) per labelled factor]; each block is a unit
 of the PCA(1) protocol (``code_units``). The labelled blocks are supervised, so the run also
-scores the unknown factors on the E block alone (``score_subsets``), and reports mark it
+scores the unknown factors on the E block alone (its ``Supervision``), and reports mark it
 weakly supervised.
 
 Not offered: the authors' other modes (``cla1_mode`` image/code, ``unknown_mode: mse``,
@@ -47,9 +47,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import autograd, nn
 
-from bench.methods.base import Method, MethodConfig, ScoreSubset
+from bench.datasets.labels import factor_labels, label_columns
+from bench.errors import BenchError
+from bench.methods.base import Method, MethodConfig, ScoreSubset, Supervision
 from bench.methods.diffusion.pictures import Grid, to_tensor, write_png
 from bench.methods.disunknown_networks import (
     CodeClassifier,
@@ -60,7 +63,8 @@ from bench.methods.disunknown_networks import (
     LabelEmbedder,
     Layout,
 )
-from bench.registry import BenchError
+from bench.methods.trainer import Batch, Trainer
+from bench.precision import Precision, autocast, training_precision
 
 PHASES = ("stage1", "classifier", "stage2", "lenc")
 
@@ -227,7 +231,6 @@ def class_labels(values: torch.Tensor, config: DisUnknownConfig) -> torch.Tensor
 
 class DisUnknown(Method):
     config_class = DisUnknownConfig
-    steps_itself = True
 
     def __init__(self, config: DisUnknownConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__(config, image_shape)
@@ -239,7 +242,7 @@ class DisUnknown(Method):
         if len(config.class_frequencies) != len(config.labeled):
             raise BenchError(
                 "disunknown: the class frequencies of its labelled factors come from the "
-                "dataset (build it with bench.runner.build_method)"
+                "dataset (build it with bench.build.build_method)"
             )
         if not config.unknown_factors:
             raise BenchError(
@@ -290,6 +293,24 @@ class DisUnknown(Method):
             layout, c.enc_gen_fc_layers, self.labeled_sizes, zero_init=True
         )
         self.code_units = codes
+        self.supervision = Supervision(
+            tuple(c.labeled),
+            {
+                "unknown": ScoreSubset(
+                    dims=(0, self.unknown_size),
+                    excluded_factors=list(c.labeled),
+                    description="the factors not labelled, scored on the unknown code E(x) alone",
+                ),
+                # PCA(1) per block folds a 2-d circle code (a hue) onto one axis, which lowers
+                # that factor's score whatever the model learned: the raw view shows by how
+                # much.
+                "raw": ScoreSubset(
+                    dims=(0, sum(codes)),
+                    excluded_factors=[],
+                    description="every factor on every code dimension as it is (eval.reduce=none)",
+                ),
+            },
+        )
 
     # --- configuration -------------------------------------------------------------------
 
@@ -301,8 +322,6 @@ class DisUnknown(Method):
         (the authors' ``class_freq`` of the training labels): each factor's classes run up to
         the largest label training sees (39 dSprites orientations once the 40th is left out).
         Frequencies and unknown factors given in the config are kept as they are."""
-        from bench.train import label_columns  # the loop's own check of the factor names
-
         if config.class_frequencies and config.unknown_factors:
             return config
 
@@ -316,7 +335,7 @@ class DisUnknown(Method):
             )
         columns = label_columns(dataset, list(config.labeled))
         rows = np.arange(len(dataset)) if rows is None else rows
-        values = torch.from_numpy(dataset.factors_of(rows)[:, columns])
+        values = torch.from_numpy(factor_labels(dataset, rows, columns))
         labels = class_labels(values, config)
         frequencies = [
             (torch.bincount(t, minlength=int(t.max()) + 1).double() / len(t)).tolist()
@@ -329,9 +348,6 @@ class DisUnknown(Method):
 
     def _keep(self, code: FactorCode) -> list[float]:
         return keep_probabilities(code.size, code.dropout)
-
-    def labeled_factors(self) -> list[str]:
-        return list(self.config.labeled)
 
     def deviations(self) -> list[str]:
         c = self.config
@@ -354,9 +370,6 @@ class DisUnknown(Method):
     def phase_steps(self) -> dict[str, int]:
         return self.stage_steps(self.config)
 
-    def required_steps(self) -> int:
-        return sum(self.phase_steps().values())
-
     def phase_of(self, step: int) -> tuple[str, int]:
         """(phase, its 1-based step) of run step ``step`` (0-based)."""
         for phase, steps in self.phase_steps().items():
@@ -365,28 +378,12 @@ class DisUnknown(Method):
             step -= steps
         raise BenchError(f"disunknown: step {step} is past its last stage")
 
-    def score_subsets(self) -> dict[str, ScoreSubset]:
-        return {
-            "unknown": ScoreSubset(
-                dims=(0, self.unknown_size),
-                excluded_factors=list(self.config.labeled),
-                description="the factors not labelled, scored on the unknown code E(x) alone",
-            ),
-            # PCA(1) per block folds a 2-d circle code (a hue) onto one axis, which lowers
-            # that factor's score whatever the model learned: the raw view shows by how much.
-            "raw": ScoreSubset(
-                dims=(0, sum(self.code_units)),
-                excluded_factors=[],
-                description="every factor on every code dimension as it is (eval.reduce=none)",
-            ),
-        }
-
-    def supervision(self) -> str:
-        return f"weakly supervised (labels: {', '.join(self.config.labeled)})"
-
     # --- training ------------------------------------------------------------------------
 
-    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def trainer(self, train: DictConfig, device: torch.device) -> DisUnknownTrainer:
+        return DisUnknownTrainer(self, train, device)
+
+    def stage_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """One Adam per stage, as the authors' trainers build them (eps 1e-8); the ramps set
         each group's learning rate at every step."""
         c = self.config
@@ -420,20 +417,21 @@ class DisUnknown(Method):
 
     def train_step(
         self,
-        images: torch.Tensor,
+        batch: Batch,
         generator: torch.Generator,
         step: int,
         optimizers: dict[str, torch.optim.Optimizer],
-        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Run step ``step`` (0-based): its stage's losses, backward passes and optimizer
+        step, with the stage's learning-rate ramps."""
         phase, it = self.phase_of(step)
         if phase == "stage2" and it == 1:
             self._begin_stage2()
         optimizer = optimizers[phase]
         self._ramp(phase, it, optimizer)
         optimizer.zero_grad(set_to_none=True)
-        x = images * 2 - 1  # the authors' Normalize(0.5, 0.5)
-        labels = class_labels(labels, self.config)
+        x = batch.images * 2 - 1  # the authors' Normalize(0.5, 0.5)
+        labels = class_labels(batch.labels, self.config)
         step_fn = {
             "stage1": self._stage1,
             "classifier": self._classifier,
@@ -683,16 +681,12 @@ class DisUnknown(Method):
         """``swap.png``: the authors' grid — column j takes image j's unknown code (top row),
         row i image i's labels (left column). ``classes.png``: the first image with each
         labelled factor (a row) set to each of its classes, its unknown code kept."""
-        from bench.train import label_columns
-
         self.eval()
         n = self.config.picture_images
         # Images whose labels are classes the run learnt (not an orientation left out).
-        values = dataset.factors_of(np.arange(len(dataset)))
-        labels = class_labels(
-            torch.from_numpy(values[:, label_columns(dataset, self.labeled_factors())]),
-            self.config,
-        )
+        columns = label_columns(dataset, list(self.config.labeled))
+        values = factor_labels(dataset, np.arange(len(dataset)), columns)
+        labels = class_labels(torch.from_numpy(values), self.config)
         learnt = (labels < torch.tensor([len(f) for f in self.config.class_frequencies])).all(1)
         rows = np.random.default_rng(0).choice(np.flatnonzero(learnt.numpy()), n, replace=False)
         images = to_tensor(dataset.images(rows), device)
@@ -729,11 +723,40 @@ class DisUnknown(Method):
                     torch.stack([torch.stack(r) for r in sweep]),
                     "Classes: image 0 with one labelled factor (a row) set to each of its "
                     "classes, its unknown code kept",
-                    list(self.labeled_factors()),
+                    list(self.config.labeled),
                     ["image 0", *[f"class {c}" for c in range(width)]],
                 ),
             ),
         ]
 
     def training_summary(self) -> dict[str, object]:
-        return {"stages": self.phase_steps(), "supervision": self.supervision()}
+        return {"stages": self.phase_steps(), "supervision": self.supervision.description}
+
+
+class DisUnknownTrainer(Trainer):
+    """DisUnknown's regime: its four stages one after another, each with its own Adam
+    (``stage_optimizers``) and its gradients routed by hand (``DisUnknown.train_step``).
+    ``train.steps`` must be the stages' sum; the run's optimizer settings do not apply."""
+
+    def __init__(self, method: DisUnknown, train: DictConfig, device: torch.device) -> None:
+        stages = method.phase_steps()
+        if sum(stages.values()) != train.steps:
+            raise BenchError(
+                f"{method.config.name}'s stages take {sum(stages.values())} steps in all and "
+                f"train.steps is {train.steps}; set train.steps={sum(stages.values())}"
+            )
+        if Precision(train.precision) is Precision.fp16:
+            raise BenchError(
+                f"train.precision=fp16 scales the loop's losses, and {method.config.name} runs "
+                "its own backward passes; use train.precision=bf16 or fp32"
+            )
+        self.method, self.device = method, device
+        self.precision = training_precision(train.precision, device)
+        self.optimizers = method.stage_optimizers()
+
+    def step(
+        self, batch: Batch, step: int, generator: torch.Generator
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        with autocast(self.precision, self.device):
+            loss, logs = self.method.train_step(batch, generator, step, self.optimizers)
+        return {"loss": loss}, logs

@@ -55,6 +55,7 @@ from bench.methods.diffusion.gradient_field import (
     frozen_pass,
 )
 from bench.methods.diffusion.pictures import Grid, picture_images, write_png
+from bench.methods.trainer import Batch
 
 # DDIM targets past the schedule's ends, DiTi's tags: x_0 (ᾱ = 1) and x_T+1 (ᾱ = 0).
 ALPHA_ONE, ALPHA_ZERO = -1, -2
@@ -202,8 +203,9 @@ class DiTi(OnFrozenModel):
         )
 
     def training_loss(
-        self, images: torch.Tensor, generator: torch.Generator
+        self, batch: Batch, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images = batch.images
         z = self.encoder(images * 2 - 1)
         steps, noise, noisy = self.ddpm.noisy_images(images, generator)
         block = self.block_of_step[steps]

@@ -7,7 +7,7 @@ D is dlib's ``fc_discriminator``: 6 dense layers of 1000 with leaky ReLU (slope 
 logits; its probabilities are clipped to [1e-6, 1 − 1e-6]. D has its own Adam (lr 1e-4, betas
 0.5 / 0.9, eps 1e-8), minimising −(½ E log p_real(z) + ½ E log p_shuffled(z̃)), stepped in the
 same step as the VAE's Adam. Each optimizer gets only its own loss's gradient: the VAE never
-the discriminator's loss, D never the VAE's (``Method.own_optimizers``).
+the discriminator's loss, D never the VAE's (its ``trainer``).
 
 dlib's step counts: both optimizers increment TensorFlow's global step, so its
 ``training_steps = 300000`` stop FactorVAE after 150,000 iterations. The paper preset trains
@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import nn
 
-from bench.methods.base import OwnOptimizer
+from bench.methods.trainer import Batch, LossTrainer, OwnOptimizer
 from bench.methods.vae import VAE, VAEConfig, glorot_init, shuffle_codes
 
 
@@ -65,21 +66,21 @@ class FactorVAE(VAE):
         super().__init__(config, image_shape)
         self.discriminator = Discriminator(config.num_latent)
 
-    def own_optimizers(self) -> dict[str, OwnOptimizer]:
+    def trainer(self, train: DictConfig, device: torch.device) -> LossTrainer:
+        """The run's optimizer for the VAE, and the discriminator's own Adam."""
         c = self.config
-        return {
-            "discriminator": OwnOptimizer(
-                list(self.discriminator.parameters()),
-                c.discriminator_lr,
-                tuple(c.discriminator_betas),
-                1e-8,
-            )
-        }
+        discriminator = OwnOptimizer(
+            list(self.discriminator.parameters()),
+            c.discriminator_lr,
+            tuple(c.discriminator_betas),
+            1e-8,
+        )
+        return LossTrainer(self, train, device, own={"discriminator": discriminator})
 
     def training_loss(
-        self, images: torch.Tensor, generator: torch.Generator
+        self, batch: Batch, generator: torch.Generator
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        _, _, z, reconstruction, kl = self.forward_pass(images, generator)
+        _, _, z, reconstruction, kl = self.forward_pass(batch.images, generator)
         shuffled = shuffle_codes(z, generator)
         tc, discriminator_loss = discriminator_terms(
             self.discriminator(z), self.discriminator(shuffled)

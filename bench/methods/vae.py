@@ -28,6 +28,7 @@ from torch import nn
 
 from bench.methods.base import Method, MethodConfig
 from bench.methods.diffusion.pictures import Grid, picture_images, write_png
+from bench.methods.trainer import Batch
 
 
 @dataclass
@@ -120,9 +121,9 @@ class VAE(Method):
         return mean, log_var, z, reconstruction.mean(), gaussian_kl(mean, log_var)
 
     def training_loss(
-        self, images: torch.Tensor, generator: torch.Generator
+        self, batch: Batch, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        mean, log_var, z, reconstruction, kl = self.forward_pass(images, generator)
+        mean, log_var, z, reconstruction, kl = self.forward_pass(batch.images, generator)
         regularizer, logs = self.regularizer(kl, mean, log_var, z)
         loss = reconstruction + regularizer
         elbo = -(reconstruction + kl)

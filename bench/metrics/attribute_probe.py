@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 
+from bench.datasets.attribute_data import AttributeData
 from bench.datasets.ground_truth import factor_attributes
+from bench.errors import BenchError
 from bench.metrics.spec import MetricSpec, check_codes
 from bench.metrics.tad import pca1_per_unit
 from bench.metrics.utils import RepresentationFunction, obtain_representation
-from bench.registry import BenchError
 
 TRAIN, VALID, TEST = 0, 1, 2  # partition labels, as CelebA's list_eval_partition.txt
 
@@ -59,8 +60,8 @@ def compute_attribute_probe(
     codes of the probe's images."""
     del artifact_dir
     flipped = None
-    if hasattr(ground_truth_data, "attributes"):
-        partition = getattr(ground_truth_data, "partition", None)
+    if isinstance(ground_truth_data, AttributeData):
+        partition = ground_truth_data.partition
         if partition is None:
             raise BenchError(
                 "attribute_probe: needs train, valid and test images; load the dataset whole "
@@ -170,5 +171,7 @@ SPEC = MetricSpec(
     version="2",  # 2: training codes of randomly flipped images each epoch, as the authors'
     higher_is_better=True,
     keys=("mean_ap", "valid_mean_ap", "best_epoch"),
+    headline="mean_ap",
+    label="Attr. mAP",
     data="any",
 )

@@ -84,4 +84,6 @@ SPEC = MetricSpec(
     version="1",
     higher_is_better=True,
     keys=("train_accuracy", "eval_accuracy"),
+    headline="eval_accuracy",
+    label="BetaVAE acc.",
 )

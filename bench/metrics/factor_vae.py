@@ -125,5 +125,7 @@ SPEC = MetricSpec(
     version="1",
     higher_is_better=True,
     keys=("train_accuracy", "eval_accuracy", "num_active_dims"),
+    headline="eval_accuracy",
+    label="FactorVAE acc.",
     evaluation_values={"prune_threshold": 0.05},
 )

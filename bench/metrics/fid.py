@@ -24,9 +24,9 @@ import scipy.linalg
 import torch
 
 from bench.datasets.files import cache_dir
+from bench.errors import BenchError
 from bench.fileio import atomic_path, file_digest
 from bench.metrics.spec import MetricSpec
-from bench.registry import BenchError
 
 FeatureNetwork = Callable[[torch.Tensor], torch.Tensor]
 # (dataset indices, noise seed, sampler steps) -> generated images (n, H, W, C) in [0, 1]
@@ -201,6 +201,8 @@ SPEC = MetricSpec(
     version="1",
     higher_is_better=False,
     keys=("fid",),
+    headline="fid",
+    label="FID",
     protocol=describe_protocol,
     scores="generated",
     data="any",

@@ -23,8 +23,8 @@ from bench.datasets.download import (
     FID_INCEPTION_SHA256_PREFIX,
     folder_of,
 )
+from bench.errors import BenchError
 from bench.fileio import file_digest
-from bench.registry import BenchError
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = (

@@ -14,8 +14,8 @@ from typing import Any
 
 from gin import config_parser
 
+from bench.errors import BenchError
 from bench.metrics.downstream_task import PREDICTORS
-from bench.registry import BenchError
 
 # dlib's configurable names -> ours
 METRIC_NAMES = {

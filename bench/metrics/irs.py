@@ -91,5 +91,7 @@ SPEC = MetricSpec(
     version="1",
     higher_is_better=True,
     keys=("IRS", "num_active_dims"),
+    headline="IRS",
+    label="IRS",
     evaluation_values={"num_bins": 20},
 )

@@ -70,5 +70,7 @@ SPEC = MetricSpec(
     version="1",
     higher_is_better=True,
     keys=("discrete_mig",),
+    headline="discrete_mig",
+    label="MIG",
     evaluation_values={"num_bins": 20},
 )

@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
+from bench.errors import BenchError
 from bench.metrics.legacy import LegacyLogisticRegression
 from bench.metrics.spec import MetricSpec, sample_train_test
 from bench.metrics.utils import (
@@ -21,7 +22,6 @@ from bench.metrics.utils import (
     dlib_configurable,
     normalize_data,
 )
-from bench.registry import BenchError
 
 
 @dlib_configurable("modularity_explicitness", ["num_train", "num_test", "batch_size"])
@@ -110,5 +110,7 @@ SPEC = MetricSpec(
     version="1",
     higher_is_better=True,
     keys=("modularity_score", "explicitness_score_train", "explicitness_score_test"),
+    headline="modularity_score",
+    label="Modularity",
     evaluation_values={"num_bins": 20},
 )

@@ -104,4 +104,6 @@ SPEC = MetricSpec(
     version="1",
     higher_is_better=True,
     keys=("SAP_score",),
+    headline="SAP_score",
+    label="SAP",
 )

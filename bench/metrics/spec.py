@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import BenchError
 from bench.metrics.utils import generate_batch_factor_code, obtain_representation
-from bench.registry import BenchError
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,12 @@ class MetricSpec:
     # Bumped whenever the numbers a metric gives for the same inputs change, so that
     # records scored by different versions are never mixed in one table.
     version: str
-    higher_is_better: bool
+    higher_is_better: bool  # of the headline key
     keys: tuple[str, ...]
+    # The key a paper reports, which summary tables and plots show, and its column header:
+    # short enough for a paper's table.
+    headline: str
+    label: str
     # The "fast" profile's variant, where one exists (same signature, approximate numbers,
     # its own version so that its numbers never mix with exact ones).
     fast_function: Callable[..., dict[str, float]] | None = None

@@ -19,9 +19,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.decomposition import PCA
 
+from bench.datasets.attribute_data import AttributeData
+from bench.errors import BenchError
 from bench.metrics.spec import MetricSpec, check_codes
 from bench.metrics.utils import RepresentationFunction, obtain_representation, unit_slices
-from bench.registry import BenchError
 
 RANGE_CUT, AUROC_CUT, REDUNDANCY_CUT = 0.2, 0.75, 0.2
 
@@ -36,13 +37,14 @@ def compute_tad(
     batch_size: int = 64,
     pca_units: int | list[int] = 0,
 ) -> dict[str, float]:
-    """TAD on ``num_eval`` images drawn without replacement from an attribute dataset: an
-    object with ``__len__``, ``observations(indices)`` and ``attributes`` (N, A) in {0, 1}.
+    """TAD on ``num_eval`` images drawn without replacement from an attribute dataset
+    (``AttributeData``: ``__len__``, ``observations(indices)``, ``attributes`` (N, A) in
+    {0, 1}).
     ``pca_units`` > 0 (or a list of widths): the code is that many equal-sized tokens (or
     tokens of those widths), each reduced to one scalar by a PCA(1) fitted on the codes of the
     scored images."""
     del artifact_dir
-    if not hasattr(ground_truth_data, "attributes"):
+    if not isinstance(ground_truth_data, AttributeData):
         raise BenchError(
             "tad: needs an attribute dataset (images and binary labels, e.g. celeba); "
             f"{type(ground_truth_data).__name__} has no attributes"
@@ -143,6 +145,8 @@ SPEC = MetricSpec(
     version="1",
     higher_is_better=True,
     keys=("tad", "num_attributes_captured"),
+    headline="tad",
+    label="TAD",
     protocol=describe_protocol,
     data="attributes",
 )

@@ -81,5 +81,7 @@ SPEC = MetricSpec(
         "gaussian_wasserstein_correlation_norm",
         "mutual_info_score",
     ),
+    headline="gaussian_total_correlation",
+    label="Gaussian TC",
     evaluation_values={"num_bins": 20},
 )

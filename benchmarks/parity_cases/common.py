@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from bench.authors.layouts import LAYOUTS, Layout
+from bench.build import build_method
 from bench.config import resolve_config
 from bench.datasets import DATASETS
-from bench.runner import build_method
 from parity_cases.authors import Checkout
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from bench.methods.trainer import Batch
 from parity_cases.authors import DBRL, checkouts, importable
 from parity_cases.common import (
     Comparison,
@@ -123,7 +124,7 @@ def compare_dbrl(comparison: Comparison, ours, theirs, sde, loss_fn) -> None:
         with replaying([("randn_like", eps)]):
             score = theirs(noisy, sigma, x0=x0, t=t)["output"]
         comparison.add("score s(x_t, σ, z)", ours.score_net(noisy, sigma, z), score)
-        loss, _ = ours.train().training_loss(images, generator)
+        loss, _ = ours.train().training_loss(Batch(images), generator)
         with replaying([("rand", uniform), ("randn_like", noise), ("randn_like", eps)]):
             their_loss = loss_fn(theirs, x0)  # sets their model to training mode
         comparison.add("loss (score matching + λ_z·KL)", loss, their_loss)

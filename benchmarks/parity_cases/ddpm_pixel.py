@@ -16,6 +16,7 @@ from torch import nn
 
 from bench.methods.diffusion.ddpm import PixelDDPM
 from bench.methods.diffusion.schedule import noise_for_training
+from bench.methods.trainer import Batch
 from parity_cases.authors import DITI, checkouts, importable
 from parity_cases.common import (
     Comparison,
@@ -84,7 +85,7 @@ def compare_ddpm(comparison: Comparison, ours: PixelDDPM, unet: nn.Module, diffu
     comparison.add("q_sample", noisy, diffusion.q_sample(x, steps, noise))
     with torch.no_grad():
         comparison.add("unet ε", ours.unet(noisy, steps).sample, unet(noisy, steps))
-        loss, _ = ours.training_loss(images, generator)
+        loss, _ = ours.training_loss(Batch(images), generator)
         with replaying([("randint", steps), ("randn_like", noise)]):
             theirs = diffusion.regular_train_one_batch(unet, x)["prediction_loss"]
         comparison.add("loss", loss, theirs)

@@ -22,6 +22,7 @@ from torch import nn
 from bench.methods.diffusion.gradient_field import guidance_coefficients
 from bench.methods.diffusion.schedule import noise_for_training
 from bench.methods.diti import ALPHA_ZERO, DiTi, Mode
+from bench.methods.trainer import Batch
 from parity_cases.authors import DITI, checkouts, importable
 from parity_cases.common import (
     Comparison,
@@ -113,7 +114,9 @@ def compare_model(comparison: Comparison, ours: DiTi, encoder, decoder, diffusio
         comparison.add("ShiftUNet g (gradient field)", field, their_field)
         for mode in Mode:
             ours.config.mode = mode
-            loss, _ = ours.training_loss(images, torch.Generator().set_state(generator.get_state()))
+            loss, _ = ours.training_loss(
+                Batch(images), torch.Generator().set_state(generator.get_state())
+            )
             with replaying([("randint", steps), ("randn_like", noise)]):
                 their_loss, _, _ = diffusion.pdae_timestep_loss(
                     encoder, decoder, x, masks["t_to_idx"], masks["masks"], masks["k_masks"],

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from bench.methods.diffusion.schedule import noise_for_training
+from bench.methods.trainer import Batch
 from parity_cases.authors import DIS_DIS, TAMING, checkouts, importable
 from parity_cases.common import Comparison, inputs, layout, load_into, our_method, replayed
 from parity_cases.ldm import load_first_stage, their_latent_diffusion
@@ -66,7 +67,7 @@ def compare_token_diffusion(comparison: Comparison, ours, theirs) -> None:
         epsilon = theirs.apply_model(noisy, steps, their_tokens)
         ours_epsilon = ours.unet(noisy, steps, encoder_hidden_states=tokens).sample
         comparison.add("unet ε", ours_epsilon, getattr(epsilon, "pred", epsilon))
-        loss, _ = ours.training_loss(images, generator)
+        loss, _ = ours.training_loss(Batch(images), generator)
         their_loss, terms = theirs.p_losses(encoded, their_tokens, steps, noise=noise)
         comparison.add("loss", loss, their_loss)
         prefix = "train" if theirs.training else "val"

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from bench.methods.diffusion.schedule import noise_for_training
+from bench.methods.trainer import Batch
 from parity_cases.authors import DISDIFF, TAMING, checkouts, importable
 from parity_cases.common import Comparison, inputs, layout, load_into, our_method, replayed
 
@@ -69,7 +70,7 @@ def compare_latent_diffusion(comparison: Comparison, ours, theirs) -> None:
         comparison.add("q_sample", noisy, theirs.q_sample(encoded, steps, noise))
         epsilon = theirs.apply_model(noisy, steps, None)
         comparison.add("unet ε", ours.unet(noisy, steps).sample, getattr(epsilon, "pred", epsilon))
-        loss, _ = ours.training_loss(images, generator)
+        loss, _ = ours.training_loss(Batch(images), generator)
         their_loss, terms = theirs.p_losses(encoded, None, steps, noise)
         comparison.add("loss", loss, their_loss)
         comparison.add("loss_simple", loss, terms["train/loss_simple"])

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.methods.trainer import Batch
 from bench.metrics.dlib_reference import install_gin_shims
 from parity_cases import tf_numpy
 from parity_cases.authors import Checkout, StandIn
@@ -102,7 +103,7 @@ def measure(ours, method: str) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
         ours.steps_done.fill_(STEP)
     records: list[tuple[str, torch.Tensor]] = []
     with recording(records, ("randn", "randperm")):
-        loss, logs = ours.training_loss(images, torch.Generator().manual_seed(2))
+        loss, logs = ours.training_loss(Batch(images), torch.Generator().manual_seed(2))
     tf_numpy.DRAWS["random_normal"] = [v.numpy() for k, v in records if k == "randn"]
     tf_numpy.DRAWS["random_shuffle"] = [v.numpy() for k, v in records if k == "randperm"]
     tf_numpy.STEP[0] = STEP

@@ -28,6 +28,7 @@ from bench.methods.base import Method, MethodConfig, Stage
 from bench.methods.diffusion.pictures import Grid, write_png
 from bench.methods.diffusion.schedule import ddpm_scheduler, noise_for_training
 from bench.methods.diffusion.unet import PlainUNetConfig, build_plain_unet
+from bench.methods.trainer import Batch
 
 
 def pixel_unet_config() -> PlainUNetConfig:
@@ -99,9 +100,9 @@ class PixelDDPM(Method):
         return noise_for_training(self.scheduler, images * 2 - 1, generator)
 
     def training_loss(
-        self, images: torch.Tensor, generator: torch.Generator
+        self, batch: Batch, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        steps, noise, noisy = self.noisy_images(images, generator)
+        steps, noise, noisy = self.noisy_images(batch.images, generator)
         predicted = self.unet(noisy, steps).sample
         return (predicted.float() - noise.float()).pow(2).mean(), {}
 

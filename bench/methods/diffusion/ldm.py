@@ -25,6 +25,7 @@ from bench.methods.base import Stage
 from bench.methods.diffusion.latent import LatentDiffusionBase, LatentDiffusionBaseConfig
 from bench.methods.diffusion.pictures import Grid, write_png
 from bench.methods.diffusion.unet import PlainUNetConfig, build_plain_unet
+from bench.methods.trainer import Batch
 
 
 @dataclass
@@ -80,9 +81,9 @@ class LatentDiffusion(LatentDiffusionBase):
         return self.latent_channels * self.latent_size**2
 
     def training_loss(
-        self, images: torch.Tensor, generator: torch.Generator
+        self, batch: Batch, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        steps, noise, noisy = self.noisy_latents(self.latents(images), generator)
+        steps, noise, noisy = self.noisy_latents(self.latents(batch.images), generator)
         predicted = self.unet(noisy, steps).sample
         return (predicted.float() - noise.float()).abs().mean(), {}
 

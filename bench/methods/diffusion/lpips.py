@@ -20,7 +20,7 @@ from bench.datasets.download import (
     folder_of,
     sha256_of,
 )
-from bench.registry import BenchError
+from bench.errors import BenchError
 
 # VGG16 "features" up to relu5_3: (out channels per conv, max-pool after the block).
 _VGG_BLOCKS = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)]

@@ -31,6 +31,7 @@ from bench.methods.diffusion.pictures import (
     write_png,
 )
 from bench.methods.diffusion.unet import SkipDropout, SkipDropoutConfig, UNetConfig, build_unet
+from bench.methods.trainer import Batch
 
 
 @dataclass
@@ -72,8 +73,9 @@ class TokenDiffusion(LatentDiffusionBase):
         return tokens
 
     def training_loss(
-        self, images: torch.Tensor, generator: torch.Generator
+        self, batch: Batch, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images = batch.images
         steps, noise, noisy = self.noisy_latents(self.latents(images), generator)
         context = self.condition(self.tokens(self.scalars(images)), generator)
         with self.skip_dropout.draw(generator, len(noisy)):  # no draw inside the U-Net

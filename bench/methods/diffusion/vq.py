@@ -29,6 +29,7 @@ from torch.func import functional_call
 
 from bench.methods.base import Method, MethodConfig
 from bench.methods.diffusion.lpips import LPIPS
+from bench.methods.trainer import Batch
 
 
 @dataclass
@@ -120,9 +121,9 @@ class VQAutoencoder(Method):
         return channels * height * width
 
     def training_loss(
-        self, images: torch.Tensor, generator: torch.Generator
+        self, batch: Batch, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x = images * 2 - 1
+        x = batch.images * 2 - 1
         decoded = self.vq.decode(self.vq.encode(x).latents)
         reconstruction = decoded.sample
         nll = (x - reconstruction).abs().mean()
