@@ -66,14 +66,20 @@ def _key(entry: dict[str, Any] | pd.Series) -> tuple:
     return tuple(str(entry[k]) for k in IDENTITY)
 
 
-def compare(results: pd.DataFrame, reference: dict[str, Any]) -> list[Comparison]:
+def compare(
+    results: pd.DataFrame, reference: dict[str, Any], exact: bool = False
+) -> list[Comparison]:
+    """Each reference entry against the fresh mean of the same identity. ``exact``: no
+    tolerance at all, every number must equal the reference's to the last digit (what a
+    change that should move nothing, a refactor, is held to on the machine the reference
+    was made on)."""
     table = means(results)
     fresh = {_key(r): r for _, r in table.iterrows()}
     default = {**DEFAULT_TOLERANCE, **(reference.get("tolerance") or {})}
     comparisons = []
     for entry in reference["entries"]:
         rule = {**default, **(entry.get("tolerance") or {})}
-        tolerance = max(rule["abs"], rule["k_std"] * entry.get("std", 0.0))
+        tolerance = 0.0 if exact else max(rule["abs"], rule["k_std"] * entry.get("std", 0.0))
         row = fresh.get(_key(entry))
         if row is None:
             comparisons.append(
@@ -85,7 +91,7 @@ def compare(results: pd.DataFrame, reference: dict[str, Any]) -> list[Comparison
         verdict = "ok"
         if math.isnan(ours) or math.isnan(theirs):  # undefined (DCI disentanglement of one
             verdict = "ok" if math.isnan(ours) and math.isnan(theirs) else "regressed"  # factor)
-        elif abs(diff) > tolerance + 1e-12:
+        elif abs(diff) > tolerance + (0.0 if exact else 1e-12):
             metric = base_metric(entry["metric"])
             better = diff > 0 if METRICS.get(metric).higher_is_better else diff < 0
             verdict = "improved" if better else "regressed"

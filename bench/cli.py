@@ -303,6 +303,10 @@ def check(
     update: Annotated[
         bool, typer.Option(help="Rewrite the reference from these numbers, on purpose.")
     ] = False,
+    exact: Annotated[
+        bool,
+        typer.Option(help="No tolerance: every number must equal the reference's exactly."),
+    ] = False,
 ) -> None:
     """Compare numbers with a committed reference; exit 1 on a regression."""
     from bench.check import (
@@ -320,7 +324,7 @@ def check(
         write_reference(reference, updated_reference(fresh, old))
         typer.echo(f"rewrote {reference} from {results}")
         return
-    comparisons = compare(fresh, read_reference(reference))
+    comparisons = compare(fresh, read_reference(reference), exact=exact)
     typer.echo(diff_table(comparisons))
     counts = Counter(c.verdict for c in comparisons)
     if counts["improved"]:

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from bench.claim import Claim, say_waiting
 from bench.config import Profile, apply_overrides, check_metrics
 from bench.evaluate import check_ready, evaluate
-from bench.metrics.gin_config import read_gin
+from bench.metrics.helpers.gin_config import read_gin
 from bench.runner import load_run
 from bench.train import select_device
 

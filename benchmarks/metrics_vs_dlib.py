@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from bench.datasets.ground_truth import GroundTruthData
 from bench.fileio import atomic_write_json
 from bench.metrics import METRICS
-from bench.metrics.dlib_reference import dlib_metric_module, qualify_bindings
+from bench.metrics.helpers.dlib_reference import dlib_metric_module, qualify_bindings
 
 CASES = {
     "shapes3d": {

@@ -33,7 +33,8 @@ DEFAULT_DATASET = "shapes3d-procedural"
 RANDOM_INCEPTION = """
 import torch
 from bench.cli import app
-from bench.metrics import fid, fid_inception
+from bench.metrics import fid
+from bench.metrics.helpers import fid_inception
 fid_inception.default_weights = lambda: __import__("pathlib").Path("{placeholder}")
 torch.manual_seed(0)
 network = fid_inception.FIDInceptionV3().eval()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bench.datasets.download import LPIPS_HEADS_FILE, VGG16_FILE, folder_of
-from bench.metrics.dlib_reference import dlib_metric_module
+from bench.metrics.helpers.dlib_reference import dlib_metric_module
 
 # CPU-fast settings for runs made by tests: few steps, a log line per step, one metric.
 FAST = [
@@ -87,7 +87,8 @@ def injected_network(monkeypatch, tmp_path):
     """FID without the Inception weights (which cannot be downloaded here): a small random
     feature network in its place, a placeholder where the weights file goes (so a run's
     check before training passes), and a cache of real statistics of the test's own."""
-    from bench.metrics import fid, fid_inception
+    from bench.metrics import fid
+    from bench.metrics.helpers import fid_inception
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     placeholder = tmp_path / "placeholder-inception.pth"

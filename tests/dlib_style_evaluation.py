@@ -17,7 +17,7 @@ import gin
 import numpy as np
 
 from bench.datasets import load
-from bench.metrics.dlib_reference import install_gin_shims
+from bench.metrics.helpers.dlib_reference import install_gin_shims
 
 install_gin_shims()  # dlib's modules import gin.tf and use gin's old `blacklist` keyword
 

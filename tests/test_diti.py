@@ -10,7 +10,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from bench.evaluate import CodeTable
-from bench.methods.diffusion.ddpm import PixelDDPM, PixelDDPMConfig
+from bench.methods.ddpm_pixel import PixelDDPM, PixelDDPMConfig
 from bench.methods.diffusion.gradient_field import frozen_pass
 from bench.methods.diffusion.unet import PlainUNetConfig
 from bench.methods.diti import (

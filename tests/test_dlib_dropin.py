@@ -17,7 +17,7 @@ import pytest
 
 import bench.metrics
 from bench.metrics import utils as our_utils
-from bench.metrics.dlib_reference import dlib_metric_module
+from bench.metrics.helpers.dlib_reference import dlib_metric_module
 from tests.conftest import DLIB_METRIC_MODULES
 from tests.grid_data import FactorGrid
 
@@ -199,7 +199,7 @@ def test_the_fixed_data_variants_equal_dlibs():
     """dlib's ``*_validation`` configurables: DCI, MIG and SAP on a given set of observations
     and labels, split into train and test by ``train_percentage``."""
     from bench.metrics.dci import compute_dci_on_fixed_data
-    from bench.metrics.dlib_reference import qualify_bindings
+    from bench.metrics.helpers.dlib_reference import qualify_bindings
     from bench.metrics.mig import compute_mig_on_fixed_data
     from bench.metrics.sap_score import compute_sap_on_fixed_data
 

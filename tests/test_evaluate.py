@@ -233,7 +233,7 @@ def test_dlib_own_gin_files_read_like_ours():
 
     import disentanglement_lib
 
-    from bench.metrics.gin_config import read_gin
+    from bench.metrics.helpers.gin_config import read_gin
 
     folder = (
         Path(disentanglement_lib.__file__).parent / "config/unsupervised_study_v1/metric_configs"

@@ -11,7 +11,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 from bench.config import EvalConfig
 from bench.evaluate import evaluate
 from bench.metrics.dci import compute_dci, compute_dci_fast
-from bench.metrics.fast_gbt import HistogramGBT
+from bench.metrics.helpers.fast_gbt import HistogramGBT
 from bench.store import RunRecord
 from tests.grid_data import FactorGrid
 from tests.test_evaluate import Elementwise, ElementwiseConfig

@@ -14,14 +14,14 @@ from bench.errors import BenchError
 from bench.evaluate import evaluate
 from bench.fileio import file_digest
 from bench.methods.base import Method, MethodConfig
-from bench.metrics import fid_inception
 from bench.metrics.fid import (
     cached_statistics,
     feature_statistics,
     frechet_distance,
     image_features,
 )
-from bench.metrics.fid_inception import FIDInceptionV3, load_fid_inception
+from bench.metrics.helpers import fid_inception
+from bench.metrics.helpers.fid_inception import FIDInceptionV3, load_fid_inception
 from bench.store import RunRecord
 from tests.grid_data import FactorGrid
 

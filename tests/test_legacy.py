@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from bench.metrics.beta_vae import compute_beta_vae_sklearn
-from bench.metrics.legacy import LegacyLogisticRegression
+from bench.metrics.helpers.legacy import LegacyLogisticRegression
 from bench.metrics.modularity_explicitness import compute_modularity_explicitness
 from bench.metrics.sap_score import compute_sap
 from tests.grid_data import FactorGrid

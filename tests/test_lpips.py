@@ -15,8 +15,8 @@ import bench.datasets.download as download
 from bench.config import resolve_config
 from bench.datasets.files import DatasetFileError
 from bench.methods.diffusion.lpips import LPIPS
-from bench.methods.diffusion.vq import VQAutoencoder, VQAutoencoderConfig
 from bench.methods.trainer import Batch
+from bench.methods.vq_autoencoder import VQAutoencoder, VQAutoencoderConfig
 from tests.test_download import FileServer
 
 # torchvision's vgg16().features: the index of each convolution, and the ReLU ending each tap.

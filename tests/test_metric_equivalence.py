@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from bench.errors import BenchError
 from bench.metrics.beta_vae import compute_beta_vae_sklearn
 from bench.metrics.dci import compute_dci
-from bench.metrics.dlib_reference import qualify_bindings
 from bench.metrics.downstream_task import compute_downstream_task
 from bench.metrics.factor_vae import compute_factor_vae
+from bench.metrics.helpers.dlib_reference import qualify_bindings
 from bench.metrics.irs import compute_irs
 from bench.metrics.modularity_explicitness import compute_modularity_explicitness
 from bench.metrics.sap_score import compute_sap

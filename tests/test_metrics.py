@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bench.errors import BenchError
 from bench.metrics import METRICS
-from bench.metrics.dlib_reference import qualify_bindings
+from bench.metrics.helpers.dlib_reference import qualify_bindings
 from bench.metrics.mig import _compute_mig, compute_mig
 from bench.metrics.utils import discrete_entropy, discrete_mutual_info, histogram_discretize
 from tests.grid_data import FactorGrid, factors_from_observations

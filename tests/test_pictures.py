@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.methods.diffusion.pictures import (
+from bench.methods.pictures import (
     PAD,
     Grid,
     interchange_grid,

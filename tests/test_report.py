@@ -428,3 +428,20 @@ def test_a_run_scoring_downstream_task_and_unsupervised_shows_their_headline_col
     header = (tmp_path / "out" / "table.md").read_text().splitlines()[0]
     for name in ("downstream_task", "unsupervised"):
         assert METRICS.get(name).label in header, header
+
+
+def test_exact_check_fails_on_a_change_in_the_last_digit_that_the_tolerance_allows(tmp_path):
+    make_record(tmp_path / "runs", "d", "m", "aaa111", 0, mig_of(0.3))
+    path = tmp_path / "reference.yaml"
+    reference = updated_reference(collect(tmp_path / "runs"), None)
+    reference["entries"][0]["mean"] = float(np.nextafter(0.3, 1.0))  # one ulp above ours
+    path.write_text(yaml.safe_dump(reference))
+    runs = str(tmp_path / "runs")
+    assert bench_cli("check", runs, "--reference", str(path)).returncode == 0
+    exact = bench_cli("check", runs, "--reference", str(path), "--exact")
+    assert exact.returncode == 1, exact.stdout
+    (comparison,) = compare(collect(tmp_path / "runs"), reference, exact=True)
+    assert comparison.verdict == "regressed" and comparison.tolerance == 0.0
+    reference["entries"][0]["mean"] = 0.3
+    (comparison,) = compare(collect(tmp_path / "runs"), reference, exact=True)
+    assert comparison.verdict == "ok"

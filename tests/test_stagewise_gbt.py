@@ -10,7 +10,7 @@ import pytest
 from sklearn.ensemble import GradientBoostingClassifier
 
 from bench.metrics.dci import _threads_per_fit, seeded_gbt_fits
-from bench.metrics.stagewise_gbt import StagewiseGradientBoostingClassifier, seed_states
+from bench.metrics.helpers.stagewise_gbt import StagewiseGradientBoostingClassifier, seed_states
 
 
 @pytest.mark.parametrize("classes", [2, 3, 7])

@@ -50,14 +50,14 @@ from torch.nn import functional as F
 from bench.errors import BenchError
 from bench.methods.base import Method, MethodConfig
 from bench.methods.diffusion.ncsnpp import NCSNpp, NCSNppConfig, TimeEmbedding, init_layer
-from bench.methods.diffusion.pictures import (
+from bench.methods.diffusion.ve_sde import VESDE, Sampler, denoising_score_matching
+from bench.methods.pictures import (
     interchange_grid,
     percentile_sweep,
     picture_images,
     traversal_grid,
     write_png,
 )
-from bench.methods.diffusion.ve_sde import VESDE, Sampler, denoising_score_matching
 from bench.methods.trainer import Batch
 
 NOT_ADOPTED = [

@@ -57,15 +57,15 @@ from bench.methods.diffusion.gradient_field import (
     UNetFeatures,
     frozen_pass,
 )
-from bench.methods.diffusion.ldm import LatentDiffusion, LDMStageConfig
-from bench.methods.diffusion.pictures import (
+from bench.methods.diffusion.unet import SkipDropout, SkipDropoutConfig
+from bench.methods.ldm import LatentDiffusion, LDMStageConfig
+from bench.methods.pictures import (
     interchange_grid,
     percentile_sweep,
     picture_images,
     traversal_grid,
     write_png,
 )
-from bench.methods.diffusion.unet import SkipDropout, SkipDropoutConfig
 from bench.methods.trainer import Batch
 
 

@@ -53,7 +53,6 @@ from torch import autograd, nn
 from bench.datasets.labels import factor_labels, label_columns
 from bench.errors import BenchError
 from bench.methods.base import Method, MethodConfig, ScoreSubset, Supervision
-from bench.methods.diffusion.pictures import Grid, to_tensor, write_png
 from bench.methods.disunknown_networks import (
     CodeClassifier,
     CompoundClassifier,
@@ -63,6 +62,7 @@ from bench.methods.disunknown_networks import (
     LabelEmbedder,
     Layout,
 )
+from bench.methods.pictures import Grid, to_tensor, write_png
 from bench.methods.trainer import Batch, Trainer
 from bench.precision import Precision, autocast, training_precision
 

@@ -48,13 +48,13 @@ from diffusers.models.attention_processor import Attention
 from torch import nn
 
 from bench.methods.base import MethodConfig
-from bench.methods.diffusion.ddpm import DDPMStageConfig, PixelDDPM
+from bench.methods.ddpm_pixel import DDPMStageConfig, PixelDDPM
 from bench.methods.diffusion.gradient_field import (
     GradientFieldDecoder,
     OnFrozenModel,
     frozen_pass,
 )
-from bench.methods.diffusion.pictures import Grid, picture_images, write_png
+from bench.methods.pictures import Grid, picture_images, write_png
 from bench.methods.trainer import Batch
 
 # DDIM targets past the schedule's ends, DiTi's tags: x_0 (ᾱ = 1) and x_T+1 (ᾱ = 0).

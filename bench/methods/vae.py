@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.methods.base import Method, MethodConfig
-from bench.methods.diffusion.pictures import Grid, picture_images, write_png
+from bench.methods.pictures import Grid, picture_images, write_png
 from bench.methods.trainer import Batch
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from bench.metrics.legacy import LegacyLogisticRegression
+from bench.metrics.helpers.legacy import LegacyLogisticRegression
 from bench.metrics.spec import MetricSpec, check_codes
 from bench.metrics.utils import RepresentationFunction, dlib_configurable
 
@@ -28,7 +28,7 @@ def compute_beta_vae_sklearn(
     sklearn_legacy: bool = False,
 ) -> dict[str, float]:
     """``sklearn_legacy``: scikit-learn 0.21's liblinear fit, which also draws one number from
-    ``random_state`` between the training and eval samples (bench.metrics.legacy)."""
+    ``random_state`` between the training and eval samples (bench.metrics.helpers.legacy)."""
     del artifact_dir
     train_points, train_labels = _generate_training_batch(
         ground_truth_data, representation_function, batch_size, num_train, random_state

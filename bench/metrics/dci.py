@@ -11,7 +11,7 @@ dlib's trees take their tie-breaking seeds from the *global* numpy RNG, and its 
 numbers are made with ``np.random.seed(0)`` before the metric. Here factor k's classifier gets
 that stream advanced past the trees of factors 0..k-1, which is what it would see in dlib's
 sequential loop: the fits run in parallel (and, given more cores than factors, the trees of
-each boosting stage too: ``bench.metrics.stagewise_gbt``) and the numbers stay identical.
+each boosting stage too: ``bench.metrics.helpers.stagewise_gbt``) and the numbers stay identical.
 ``global_seed=None`` (the default, as a drop-in for dlib) starts from the global RNG's
 current state and leaves it advanced as dlib's fits would; bench's own evaluation passes
 ``global_seed=0``, a stream of its own, so its numbers never depend on what ran before.
@@ -29,9 +29,9 @@ import numpy as np
 import scipy.stats
 from joblib import Parallel, delayed
 
-from bench.metrics.fast_gbt import HistogramGBT
+from bench.metrics.helpers.fast_gbt import HistogramGBT
+from bench.metrics.helpers.stagewise_gbt import StagewiseGradientBoostingClassifier
 from bench.metrics.spec import MetricSpec, fixed_data_codes, sample_train_test
-from bench.metrics.stagewise_gbt import StagewiseGradientBoostingClassifier
 from bench.metrics.utils import RepresentationFunction, dlib_configurable, split_train_test
 from bench.progress import log as progress
 
@@ -93,7 +93,7 @@ def compute_dci_fast(
     n_jobs: int = -1,
 ) -> dict[str, float]:
     """DCI's ``fast`` profile: the same samples, scored with a histogram GBT that keeps
-    scikit-learn's split criterion and importances (``bench.metrics.fast_gbt``)."""
+    scikit-learn's split criterion and importances (``bench.metrics.helpers.fast_gbt``)."""
     del artifact_dir
     mus_train, ys_train, mus_test, ys_test = sample_train_test(
         "dci",

@@ -8,7 +8,7 @@ and ``np.cov`` covariance) of real and generated images:
 with ``scipy.linalg.sqrtm`` for the root and pytorch-fid's two fixes: where the product is
 singular (the root is not finite) both covariances get ``eps`` on the diagonal, and an
 imaginary part left by numerical error is dropped (one larger than 1e-3 is an error). The
-features come from ``bench.metrics.fid_inception`` (the published TensorFlow-ported weights)
+features come from ``bench.metrics.helpers.fid_inception`` (the published TensorFlow-ported weights)
 or, in tests, from any network with the same contract.
 """
 
@@ -90,7 +90,7 @@ def images_digest(images: Callable[[np.ndarray], np.ndarray], count: int, batch_
 
 def weights_file(hyperparams: dict) -> Path:
     """The Inception file the settings name, or where `bench data download` puts it."""
-    from bench.metrics.fid_inception import default_weights
+    from bench.metrics.helpers.fid_inception import default_weights
 
     return Path(hyperparams["weights"]) if hyperparams.get("weights") else default_weights()
 
@@ -98,7 +98,7 @@ def weights_file(hyperparams: dict) -> Path:
 def check_weights(hyperparams: dict) -> None:
     """Before a run trains: the Inception file FID needs is where the settings say, so a
     missing download fails in a second, not after training."""
-    from bench.metrics.fid_inception import missing_weights_message
+    from bench.metrics.helpers.fid_inception import missing_weights_message
 
     path = weights_file(hyperparams)
     if not path.is_file():
@@ -115,7 +115,7 @@ def feature_network(weights: str | None, device: torch.device) -> tuple[FeatureN
     """The Inception network FID is defined with, on ``device``, and what identifies its
     weights in cache keys: the sha256 prefix every accepted file has. (Tests replace this
     with a small network.)"""
-    from bench.metrics.fid_inception import FID_INCEPTION_SHA256_PREFIX, load_fid_inception
+    from bench.metrics.helpers.fid_inception import FID_INCEPTION_SHA256_PREFIX, load_fid_inception
 
     network = load_fid_inception(Path(weights) if weights else None).to(device)
     return network, f"inception-{FID_INCEPTION_SHA256_PREFIX}"

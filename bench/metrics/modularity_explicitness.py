@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from bench.errors import BenchError
-from bench.metrics.legacy import LegacyLogisticRegression
+from bench.metrics.helpers.legacy import LegacyLogisticRegression
 from bench.metrics.spec import MetricSpec, sample_train_test
 from bench.metrics.utils import (
     RepresentationFunction,
@@ -38,7 +38,7 @@ def compute_modularity_explicitness(
 ) -> dict[str, float]:
     """``num_bins``: histogram bins for the codes; None, dlib's ``discretizer`` bindings.
     ``sklearn_legacy``: scikit-learn 0.21's liblinear one-vs-rest fits, seeded as dlib's run
-    after ``np.random.seed(0)`` would seed them (bench.metrics.legacy)."""
+    after ``np.random.seed(0)`` would seed them (bench.metrics.helpers.legacy)."""
     del artifact_dir
     mus_train, ys_train, mus_test, ys_test = sample_train_test(
         "modularity_explicitness",

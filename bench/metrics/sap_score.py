@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.svm import LinearSVC
 
-from bench.metrics.legacy import legacy_linear_svc
+from bench.metrics.helpers.legacy import legacy_linear_svc
 from bench.metrics.spec import MetricSpec, fixed_data_codes, sample_train_test
 from bench.metrics.utils import RepresentationFunction, dlib_configurable, split_train_test
 
@@ -28,7 +28,7 @@ def compute_sap(
     sklearn_legacy: bool = False,
 ) -> dict[str, float]:
     """``sklearn_legacy``: scikit-learn 0.21's dual LinearSVC, seeded as dlib's run after
-    ``np.random.seed(0)`` would seed it (bench.metrics.legacy)."""
+    ``np.random.seed(0)`` would seed it (bench.metrics.helpers.legacy)."""
     del artifact_dir
     mus, ys, mus_test, ys_test = sample_train_test(
         "sap",

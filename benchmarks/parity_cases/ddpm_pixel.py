@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from bench.methods.diffusion.ddpm import PixelDDPM
+from bench.methods.ddpm_pixel import PixelDDPM
 from bench.methods.diffusion.schedule import noise_for_training
 from bench.methods.trainer import Batch
 from parity_cases.authors import DITI, checkouts, importable
@@ -32,7 +32,7 @@ NEEDS = (DITI,)
 CONFIG = "config/celeba64/diti64.yml"
 NOTE = (
     "the U-Net has our preset's settings: the authors' 64-px DDPM config is not public "
-    "(see bench/methods/diffusion/ddpm.py)"
+    "(see bench/methods/ddpm_pixel.py)"
 )
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.methods.trainer import Batch
-from bench.metrics.dlib_reference import install_gin_shims
+from bench.metrics.helpers.dlib_reference import install_gin_shims
 from parity_cases import tf_numpy
 from parity_cases.authors import Checkout, StandIn
 from parity_cases.common import Comparison, inputs, our_method, recording
@@ -47,7 +47,7 @@ DLIB = {
 def dlib_vae() -> types.ModuleType:
     """disentanglement_lib's ``methods.unsupervised.vae``, imported once per process (gin
     refuses a second registration of its configurables) with TensorFlow 1 served by
-    ``tf_numpy`` and the gin shims of ``bench.metrics.dlib_reference``; the stand-ins leave
+    ``tf_numpy`` and the gin shims of ``bench.metrics.helpers.dlib_reference``; the stand-ins leave
     ``sys.modules`` afterwards, dlib's modules keep them as their ``tf``."""
     name = "disentanglement_lib.methods.unsupervised.vae"
     if name in sys.modules:

@@ -22,7 +22,7 @@ from diffusers import DDIMScheduler
 
 from bench.methods.base import Method, MethodConfig, Stage
 from bench.methods.diffusion.schedule import ddpm_scheduler, noise_for_training
-from bench.methods.diffusion.vq import VQAutoencoderConfig, build_vq_model
+from bench.methods.vq_autoencoder import VQAutoencoderConfig, build_vq_model
 
 
 @dataclass

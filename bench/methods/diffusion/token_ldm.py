@@ -23,14 +23,14 @@ import torch
 from torch import nn
 
 from bench.methods.diffusion.latent import LatentDiffusionBase, LatentDiffusionBaseConfig
-from bench.methods.diffusion.pictures import (
+from bench.methods.diffusion.unet import SkipDropout, SkipDropoutConfig, UNetConfig, build_unet
+from bench.methods.pictures import (
     interchange_grid,
     percentile_sweep,
     picture_images,
     traversal_grid,
     write_png,
 )
-from bench.methods.diffusion.unet import SkipDropout, SkipDropoutConfig, UNetConfig, build_unet
 from bench.methods.trainer import Batch
 
 

@@ -108,6 +108,20 @@ def picture_images(dataset, pairs: int, device: torch.device) -> torch.Tensor:
     return to_tensor(dataset.images(rows), device)
 
 
+def unconditional_samples(
+    generate: Callable[..., torch.Tensor], count: int, folder: Path, device: torch.device
+) -> list[Path]:
+    """``samples.png``: ``count`` (at least 2, even) samples of an unconditional model, in two
+    rows; ``generate(images, seed=0)`` is its ``Method.generate``, whose images it does not
+    read (only their number)."""
+    columns = max(1, count // 2)
+    samples = generate(torch.empty(2 * columns, 0, device=device), seed=0)
+    page = Grid(
+        samples.view(2, columns, *samples.shape[1:]), f"{len(samples)} unconditional DDIM samples"
+    )
+    return [write_png(folder / "samples.png", page)]
+
+
 def write_png(path: Path, grid: Grid) -> Path:
     """``grid`` as one PNG: its title on top, the column labels above the columns, the row
     labels left of the rows, the images pixel for pixel with 2-pixel gutters. The labels are

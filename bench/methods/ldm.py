@@ -23,8 +23,8 @@ import torch
 
 from bench.methods.base import Stage
 from bench.methods.diffusion.latent import LatentDiffusionBase, LatentDiffusionBaseConfig
-from bench.methods.diffusion.pictures import Grid, write_png
 from bench.methods.diffusion.unet import PlainUNetConfig, build_plain_unet
+from bench.methods.pictures import unconditional_samples
 from bench.methods.trainer import Batch
 
 
@@ -101,10 +101,4 @@ class LatentDiffusion(LatentDiffusionBase):
     @torch.no_grad()
     def pictures(self, dataset, folder: Path, device: torch.device) -> list[Path]:
         self.eval()
-        columns = max(1, self.config.picture_samples // 2)
-        samples = self.generate(torch.empty(2 * columns, 0, device=device), seed=0)
-        page = Grid(
-            samples.view(2, columns, *samples.shape[1:]),
-            f"{len(samples)} unconditional DDIM samples",
-        )
-        return [write_png(folder / "samples.png", page)]
+        return unconditional_samples(self.generate, self.config.picture_samples, folder, device)

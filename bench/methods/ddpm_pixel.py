@@ -25,9 +25,9 @@ import torch
 from diffusers import DDIMScheduler
 
 from bench.methods.base import Method, MethodConfig, Stage
-from bench.methods.diffusion.pictures import Grid, write_png
 from bench.methods.diffusion.schedule import ddpm_scheduler, noise_for_training
 from bench.methods.diffusion.unet import PlainUNetConfig, build_plain_unet
+from bench.methods.pictures import unconditional_samples
 from bench.methods.trainer import Batch
 
 
@@ -127,10 +127,4 @@ class PixelDDPM(Method):
     @torch.no_grad()
     def pictures(self, dataset, folder: Path, device: torch.device) -> list[Path]:
         self.eval()
-        columns = max(1, self.config.picture_samples // 2)
-        samples = self.generate(torch.empty(2 * columns, 0, device=device), seed=0)
-        page = Grid(
-            samples.view(2, columns, *samples.shape[1:]),
-            f"{len(samples)} unconditional DDIM samples",
-        )
-        return [write_png(folder / "samples.png", page)]
+        return unconditional_samples(self.generate, self.config.picture_samples, folder, device)
