@@ -454,6 +454,29 @@ def test_two_optimizers_resume_bit_identically(tmp_path):
         assert torch.equal(resumed.state_dict()[name], value), name
 
 
+def test_a_checkpoint_written_before_trainers_resumes_bit_identically(tmp_path):
+    # Checkpoints of earlier versions held the run's optimizer under "optimizer" and the
+    # others under "own_optimizers"; a run in flight across an upgrade resumes from them.
+    from bench.checkpoints import load_checkpoint_file, newest_usable, save_checkpoint_file
+
+    data = FactorGrid((4, 4))
+    whole = Duel(DuelConfig(), data.image_shape)
+    train(whole, data, quadratic_cfg(steps=8, batch_size=4), RunRecord(tmp_path / "whole"))
+    record = RunRecord(tmp_path / "split")
+    cfg = quadratic_cfg(steps=4, batch_size=4, checkpoint_every=4)
+    train(Duel(DuelConfig(), data.image_shape), data, cfg, record)
+    checkpoint = load_checkpoint_file(newest_usable(record.checkpoints_dir))
+    optimizers = checkpoint.pop("optimizers")
+    checkpoint["optimizer"] = optimizers.pop("run")
+    checkpoint["own_optimizers"] = optimizers
+    save_checkpoint_file(record.checkpoints_dir, 4, checkpoint, keep=2)
+    resumed = Duel(DuelConfig(), data.image_shape)
+    cfg = quadratic_cfg(steps=8, batch_size=4, checkpoint_every=4)
+    train(resumed, data, cfg, record)
+    for name, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+
+
 @dataclass
 class LabelledConfig(QuadraticConfig):
     name: str = "labelled"
