@@ -456,10 +456,12 @@ def _check_values(cfg: DictConfig, method: str, dataset: str) -> None:
     if cfg.method.name != method or cfg.dataset.name != dataset:
         raise BenchError("method.name and dataset.name are set by --method and --dataset")
     check_seed(cfg.seed)
-    at_least_one = ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints")
+    at_least_one = ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints")
     for key in at_least_one:
         if cfg.train[key] < 1:
             raise BenchError(f"config key 'train.{key}' must be at least 1")
+    if cfg.train.steps < 0:  # 0: the untrained baseline, scored at its seeded initialisation
+        raise BenchError("config key 'train.steps' must be at least 0 (0: the untrained baseline)")
     if not 0 < 2 * cfg.train.heartbeat_s <= cfg.train.stale_after_s:
         raise BenchError(
             "train.stale_after_s must be at least twice train.heartbeat_s (and both positive), "

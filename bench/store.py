@@ -50,13 +50,19 @@ def read_json(path: Path) -> Any:
         return None
 
 
+# The override that makes a run the untrained baseline, and its name in labels.
+UNTRAINED = ("train.steps=0", "untrained")
+
+
 def run_label(method: str, overrides: list[str] | tuple[str, ...] = (), variant: str = "") -> str:
     """How a configuration is named in reports and listings: the sweep variant when there is
     one, else the overrides that set it apart from the method's defaults, e.g.
-    ``beta_vae (method.beta=8.0)``."""
+    ``beta_vae (method.beta=8.0)``; ``train.steps=0`` reads "untrained" (the networks at
+    their seeded initialisation: the floor every score is read against)."""
     if variant and variant != "default":
         return f"{method} [{variant}]"
-    return f"{method} ({', '.join(overrides)})" if overrides else method
+    words = [UNTRAINED[1] if o == UNTRAINED[0] else o for o in overrides]
+    return f"{method} ({', '.join(words)})" if words else method
 
 
 # What says how a metrics.json result was scored, beside its values and provenance.

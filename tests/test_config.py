@@ -47,7 +47,7 @@ def test_config_files_merge_before_overrides(tmp_path):
         ),
         (["train.steps=abc"], "config key 'train.steps' from command line: Value 'abc'"),
         (["train.optimizer=sgd"], "expected one of [adam, adamw]"),
-        (["train.steps=0"], "'train.steps' must be at least 1"),
+        (["train.steps=-1"], "'train.steps' must be at least 0 (0: the untrained baseline)"),
         (["eval.metrics=[mgi]"], "unknown metric 'mgi' (did you mean 'mig'?)"),
         (["train"], "override 'train' must be key=value"),
         (["eval.every=0"], "'eval.every' must be at least 1"),

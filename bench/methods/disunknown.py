@@ -736,11 +736,12 @@ class DisUnknown(Method):
 class DisUnknownTrainer(Trainer):
     """DisUnknown's regime: its four stages one after another, each with its own Adam
     (``stage_optimizers``) and its gradients routed by hand (``DisUnknown.train_step``).
-    ``train.steps`` must be the stages' sum; the run's optimizer settings do not apply."""
+    ``train.steps`` must be the stages' sum (or 0, the untrained baseline); the run's
+    optimizer settings do not apply."""
 
     def __init__(self, method: DisUnknown, train: DictConfig, device: torch.device) -> None:
         stages = method.phase_steps()
-        if sum(stages.values()) != train.steps:
+        if sum(stages.values()) != train.steps and train.steps != 0:  # 0: the untrained row
             raise BenchError(
                 f"{method.config.name}'s stages take {sum(stages.values())} steps in all and "
                 f"train.steps is {train.steps}; set train.steps={sum(stages.values())}"
