@@ -200,7 +200,12 @@ def configurations_note(results: pd.DataFrame) -> list[str]:
             )
     data = data.assign(column=column_names(data))
     for (row, dataset, metric), group in data.groupby(["row", "dataset", "metric"]):
-        ways = group.drop_duplicates(["seed", "column"]).groupby("column").seed.apply(sorted)
+        # The ways one key was scored (its headline where scored): a metric's other keys
+        # are other columns, not other ways.
+        keys = set(group.key)
+        key = headline(metric) if headline(metric) in keys else sorted(keys)[0]
+        one_key = group[group.key == key]
+        ways = one_key.drop_duplicates(["seed", "column"]).groupby("column").seed.apply(sorted)
         if len(ways) > 1:
             seeds = "; ".join(
                 f"{column}: seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}"

@@ -445,3 +445,11 @@ def test_exact_check_fails_on_a_change_in_the_last_digit_that_the_tolerance_allo
     reference["entries"][0]["mean"] = 0.3
     (comparison,) = compare(collect(tmp_path / "runs"), reference, exact=True)
     assert comparison.verdict == "ok"
+
+
+def test_the_keys_of_one_metric_are_not_taken_for_ways_of_scoring_it(tmp_path):
+    # One seed, DCI's keys in one metrics.json entry: one way, so no note (the CI report
+    # said "dci was scored 4 ways" for every method before).
+    dci = {"disentanglement": 0.1, "completeness": 0.2, "informativeness_test": 0.3}
+    make_record(tmp_path, "d", "m", "aaa111", 0, {"dci": (dci, {})})
+    assert configurations_note(collect(tmp_path)) == []

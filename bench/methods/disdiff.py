@@ -1,7 +1,7 @@
 """DisDiff (Yang et al., NeurIPS 2023) as its official code trains it (ThomasMrY/DisDiff @c3ba0c7;
 methods.md §2 with the corrections of methods-pdae.md §4).
 
-Three stages: the VQ first stage → an unconditional LDM (``diffusion/ldm.py``), both shared
+Three stages: the VQ first stage → an unconditional LDM (``ldm.py``), both shared
 and cached → DisDiff on top of the frozen LDM:
 
 - ``Encoder4`` (d = 128) maps the image to 192 numbers: 6 units × 32.

@@ -1,7 +1,7 @@
 """DiTi (Yue et al., ICLR 2024) as its official code trains it (yue-zhongqi/diti @ca4ed6c,
 config/celeba64/diti64.yml; methods.md §3 with the corrections of methods-pdae.md §1–§3).
 
-Two stages: a pixel-space DDPM (``diffusion/ddpm.py``), shared and cached → DiTi on the frozen
+Two stages: a pixel-space DDPM (``ddpm_pixel.py``), shared and cached → DiTi on the frozen
 DDPM:
 
 - ``CELEBA64Encoder`` (1,487,104 parameters): conv 3×3 s2 (3 → 64), GN, SiLU, conv s2 (→ 128),
