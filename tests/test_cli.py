@@ -88,7 +88,7 @@ def test_ls_lists_without_importing_torch(kind):
         ),
         (
             [*RUN, "--preset", "tiny"],
-            "error: unknown preset 'tiny'; known presets: ci, paper, smoke",
+            "error: unknown preset 'tiny'; known presets: ci, learn, paper, smoke",
         ),
         (
             ["ls", "models"],

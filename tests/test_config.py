@@ -81,7 +81,8 @@ def test_unknown_names_and_presets():
         resolve_config("beta_vae", "nope")
     with pytest.raises(
         BenchError,
-        match=r"unknown preset 'smok' \(did you mean 'smoke'\?\); known presets: ci, paper, smoke",
+        match=r"unknown preset 'smok' \(did you mean 'smoke'\?\); "
+        r"known presets: ci, learn, paper, smoke",
     ):
         resolve(preset="smok")
 
