@@ -79,7 +79,8 @@ class Registry:
         return list(self.entries())
 
     def __contains__(self, name: str) -> bool:
-        return name in self.entries()
+        self._scan_plugins()  # a lookup, not a sorted copy: the report asks once per row
+        return name in self._entries
 
     def entry(self, name: str) -> Entry:
         entries = self.entries()

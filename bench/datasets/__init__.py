@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+from bench.datasets.attribute_data import AttributeData
 from bench.datasets.ground_truth import GroundTruthData
 from bench.errors import BenchError
 from bench.registry import Registry
@@ -49,8 +50,9 @@ STANDS_IN_FOR = {
 }
 
 
-def load(name: str, **options: object) -> GroundTruthData:
-    """The dataset registered as ``name``, built with ``options``."""
+def load(name: str, **options: object) -> GroundTruthData | AttributeData:
+    """The dataset registered as ``name``, built with ``options``: a factor dataset, or an
+    attribute one (CelebA and its stand-in)."""
     cls = DATASETS.get(name)
     params = inspect.signature(cls).parameters
     unknown = sorted(set(options) - set(params))
