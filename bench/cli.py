@@ -243,7 +243,32 @@ def plan_lines(plan, kind: str, workers: int | None) -> list[str]:
             lines.append(f"stage, wave {number}: {stage.method} {stage.path} ({on})")
     then = "the first free worker" if kind == "local" else "array jobs after their stages"
     lines.append(f"then {len(todo)} run(s), each on {then}")
+    lines.append(estimate_line(plan.estimate(todo), slots if kind == "local" else None))
     return lines
+
+
+def estimate_line(estimate, slots: int | None) -> str:
+    """The sweep's estimated time left, and where the numbers came from."""
+    unknown = estimate.sources["none"]
+    known = {
+        "measured": "measured on a complete seed of the same run here",
+        "estimate_s": "from the sweep file's estimate_s",
+    }
+    said = [
+        f"{estimate.sources[key]} {words}" for key, words in known.items() if estimate.sources[key]
+    ]
+    if not said:
+        if not unknown:
+            return "estimate: nothing left to run"
+        covers = f"covers none of its {unknown} runs and stages"
+        return f"estimate: none (the sweep file's estimate_s {covers})"
+    if unknown:
+        said.append(f"{unknown} not covered by estimate_s, counted as 0")
+    hours = estimate.seconds / 3600
+    line = f"estimate: {hours:.1f} h of compute ({'; '.join(said)})"
+    if slots and slots > 1:
+        line += f", about {hours / slots:.1f} h on {slots} workers"
+    return line
 
 
 @app.command()

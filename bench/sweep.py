@@ -15,6 +15,12 @@ A sweep file (YAML) names what to run::
       method.skip_dropout.p: [0.0, 0.1, 0.2, 0.3]
     grids:                         # a grid of a method's own settings, for that method only
       factor_vae: {method.gamma: [10, 20, 30, 40, 50, 100]}
+    per_method:                    # a method's own datasets or seeds, in place of the above
+      beta_vae: {datasets: [dsprites, shapes3d]}
+      dyga: {seeds: 1}
+    estimate_s:                    # --dry-run's estimate: seconds per stage by method, per
+      stages: {vq_autoencoder: 420}  # run by variant, then method ("default": any other)
+      runs: {default: {default: 600, beta_vae: 120}}
     retries: 1                     # reruns of a failed run (each resumes from its checkpoint)
     executor: {kind: local, workers: 2}
     slurm: {partition: gpu, time_min: 1440, gpus_per_task: 1, cpus_per_task: 8, mem_gb: 64,
@@ -93,6 +99,12 @@ class Sweep:
     variants: dict[str, list[str]] = field(default_factory=lambda: {"default": []})
     # A method's own variants (its ``grids`` entry), in place of ``variants`` for it.
     method_variants: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # A method's own datasets and seeds (its ``per_method`` entry), in place of those above.
+    method_datasets: dict[str, list[str]] = field(default_factory=dict)
+    method_seeds: dict[str, list[int]] = field(default_factory=dict)
+    # --dry-run's estimate: seconds per shared stage by method ("stages"), per run by variant,
+    # then method ("runs"; "default": any other).
+    estimate_s: dict[str, dict] = field(default_factory=dict)
     retries: int = 1
     out: Path = Path("runs")
     executor: dict[str, Any] = field(default_factory=lambda: {"kind": "local"})
@@ -113,14 +125,15 @@ class Sweep:
             specs: dict[Path, RunSpec] = {}
             for method in self.methods:
                 variants = self.method_variants.get(method, self.variants)
-                for dataset, (variant, extra) in itertools.product(self.datasets, variants.items()):
+                datasets = self.method_datasets.get(method, self.datasets)
+                for dataset, (variant, extra) in itertools.product(datasets, variants.items()):
                     overrides = (*self.overrides, *extra)
                     cfg = resolve_config(method, dataset, self.preset, overrides, 0)
                     run_hash = config_hash(cfg)
                     evaluation = OmegaConf.to_container(cfg.eval, resolve=True)
                     self._evals.setdefault(json.dumps(evaluation, sort_keys=True), cfg.eval)
                     stages = self._shared_stages(cfg)
-                    for seed in self.seeds:
+                    for seed in self.method_seeds.get(method, self.seeds):
                         path = run_dir(self.out, dataset, method, run_hash, seed)
                         spec = RunSpec(
                             method,
@@ -166,6 +179,26 @@ class Sweep:
             waves.setdefault(stage.depth(self._stages), []).append((stage, spec))
         return [waves[depth] for depth in sorted(waves)]
 
+    def estimate(self, runs: list[RunSpec]) -> Estimate:
+        """Seconds ``runs`` and their untrained stages take: a run's from a complete seed of
+        the same config under this sweep's root where there is one (its wall time), else
+        from ``estimate_s``; a stage's from ``estimate_s``."""
+        estimate = Estimate()
+        table = self.estimate_s.get("runs", {})
+        for spec in runs:
+            measured = _measured_seconds(spec)
+            if measured is not None:
+                estimate.add(measured, "measured")
+                continue
+            by_method = table.get(spec.variant, {})
+            seconds = by_method.get(spec.method, by_method.get("default"))
+            estimate.add(seconds, "estimate_s")
+        stage_table = self.estimate_s.get("stages", {})
+        for wave in self.stage_waves(runs):
+            for stage, _ in wave:
+                estimate.add(stage_table.get(stage.method), "estimate_s")
+        return estimate
+
     def check_files(self) -> None:
         """What every run would find missing only after it starts (FID's Inception file),
         checked once per distinct evaluation setting before any run is queued."""
@@ -174,6 +207,29 @@ class Sweep:
         self.runs()
         for evaluation in self._evals.values():
             check_files(evaluation)
+
+
+@dataclass
+class Estimate:
+    """Seconds of compute, and how many runs and stages each source gave (or none did)."""
+
+    seconds: float = 0.0
+    sources: Counter = field(default_factory=Counter)
+
+    def add(self, seconds: float | None, source: str) -> None:
+        self.sources[source if seconds is not None else "none"] += 1
+        self.seconds += seconds or 0.0
+
+
+def _measured_seconds(spec: RunSpec) -> float | None:
+    """The wall time of a complete seed of ``spec``'s config (its sibling records)."""
+    for sibling in sorted(spec.path.parent.glob("seed*")):
+        record = RunRecord(sibling)
+        if record.is_complete() and record.environment_file.is_file():
+            seconds = json.loads(record.environment_file.read_text()).get("wall_time_s")
+            if seconds is not None:
+                return float(seconds)
+    return None
 
 
 def load_sweep(path: Path, out: Path | None = None) -> Sweep:
@@ -189,7 +245,7 @@ def load_sweep(path: Path, out: Path | None = None) -> Sweep:
         raise BenchError(f"sweep file {path} must hold a mapping (name, methods, datasets, ...)")
     known = {
         "name", "methods", "datasets", "seeds", "preset", "overrides", "variants", "grid",
-        "grids", "retries", "out", "executor", "slurm",
+        "grids", "per_method", "estimate_s", "retries", "out", "executor", "slurm",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -197,19 +253,29 @@ def load_sweep(path: Path, out: Path | None = None) -> Sweep:
     for key in ("methods", "datasets"):
         if not data.get(key):
             raise BenchError(f"{path}: '{key}' must list at least one name")
-    seeds = data.get("seeds", 1)
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = list(range(seeds))
-    elif not isinstance(seeds, list):
-        raise BenchError(f"{path}: seeds must be a count (5) or a list of seeds ([0, 1, 2])")
-    seeds = [check_seed(seed, f"{path}: seed") for seed in seeds]
     variants = {str(k): list(v or []) for k, v in (data.get("variants") or {}).items()}
     variants = _with_grid(variants or {"default": []}, data.get("grid") or {})
     grids = data.get("grids") or {}
-    strays = sorted(set(grids) - set(data["methods"]))
-    if strays:
-        raise BenchError(f"{path}: grids for {strays}, which 'methods' does not list")
+    per_method = data.get("per_method") or {}
+    for key, entries in (("grids", grids), ("per_method", per_method)):
+        strays = sorted(set(entries) - set(data["methods"]))
+        if strays:
+            raise BenchError(f"{path}: {key} for {strays}, which 'methods' does not list")
     method_variants = {str(m): _with_grid(variants, g or {}) for m, g in grids.items()}
+    method_datasets, method_seeds = {}, {}
+    for method, own in per_method.items():
+        where = f"{path}: per_method.{method}"
+        if not isinstance(own, dict):
+            raise BenchError(f"{where} must be a mapping, e.g. {{datasets: [...], seeds: 1}}")
+        strays = sorted(set(own) - {"datasets", "seeds"})
+        if strays:
+            raise BenchError(f"{where}: unknown key(s) {strays}; valid keys: ['datasets', 'seeds']")
+        if "datasets" in own:
+            if not own["datasets"]:
+                raise BenchError(f"{where}.datasets must list at least one name")
+            method_datasets[str(method)] = list(own["datasets"])
+        if "seeds" in own:
+            method_seeds[str(method)] = _seeds(own["seeds"], where)
     executor = {"kind": "local", **(data.get("executor") or {})}
     if executor["kind"] not in EXECUTORS:
         raise BenchError(f"{path}: executor.kind must be one of {EXECUTORS}")
@@ -217,11 +283,14 @@ def load_sweep(path: Path, out: Path | None = None) -> Sweep:
         name=str(data.get("name", path.stem)),
         methods=list(data["methods"]),
         datasets=list(data["datasets"]),
-        seeds=seeds,
+        seeds=_seeds(data.get("seeds", 1), str(path)),
         preset=data.get("preset"),
         overrides=list(data.get("overrides") or []),
         variants=variants,
         method_variants=method_variants,
+        method_datasets=method_datasets,
+        method_seeds=method_seeds,
+        estimate_s=_estimates(data.get("estimate_s") or {}, f"{path}: estimate_s"),
         retries=int(data.get("retries", 1)),
         out=Path(out or data.get("out", "runs")),
         executor=executor,
@@ -229,6 +298,39 @@ def load_sweep(path: Path, out: Path | None = None) -> Sweep:
     )
     sweep.runs()  # resolve every config now: a bad name or key is an error before any run
     return sweep
+
+
+def _seeds(seeds: Any, where: str) -> list[int]:
+    """The seeds of a sweep (or of a method of it, ``where``): a count (5) or a list."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(seeds))
+    elif not isinstance(seeds, list):
+        raise BenchError(f"{where}: seeds must be a count (5) or a list of seeds ([0, 1, 2])")
+    return [check_seed(seed, f"{where}: seed") for seed in seeds]
+
+
+def _estimates(table: Any, where: str) -> dict[str, dict]:
+    """``estimate_s``: ``stages`` (method → seconds) and ``runs`` (variant → method or
+    "default" → seconds), checked."""
+    strays = sorted(set(table) - {"stages", "runs"})
+    if strays:
+        raise BenchError(f"{where}: unknown key(s) {strays}; valid keys: ['runs', 'stages']")
+
+    def seconds_of(by_method: Any, at: str) -> dict[str, float]:
+        if not isinstance(by_method, dict):
+            raise BenchError(f"{at} must map methods to seconds, e.g. {{default: 600}}")
+        for method, seconds in by_method.items():
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+                raise BenchError(f"{at}.{method} must be seconds (a number >= 0), not {seconds!r}")
+        return {str(m): float(v) for m, v in by_method.items()}
+
+    runs = table.get("runs") or {}
+    if not isinstance(runs, dict):
+        raise BenchError(f"{where}.runs must map variants to {{method: seconds}}")
+    return {
+        "stages": seconds_of(table.get("stages") or {}, f"{where}.stages"),
+        "runs": {str(v): seconds_of(m, f"{where}.runs.{v}") for v, m in runs.items()},
+    }
 
 
 def _with_grid(variants: dict[str, list[str]], grid: dict[str, list]) -> dict[str, list[str]]:

@@ -75,6 +75,69 @@ def test_a_methods_own_grid_applies_to_that_method_only(tmp_path):
         load_sweep(write_sweep(tmp_path / "b.yaml", grids={"dip_vae_i": {"method.lambda_od": [1]}}))
 
 
+def test_a_methods_own_datasets_and_seeds_replace_the_sweeps_for_that_method_only(tmp_path):
+    sweep = load_sweep(
+        write_sweep(
+            tmp_path / "s.yaml",
+            methods=["beta_vae", "factor_vae"],
+            seeds=2,
+            per_method={
+                "beta_vae": {"datasets": ["dsprites-procedural", "shapes3d-procedural"]},
+                "factor_vae": {"seeds": [5]},
+            },
+        ),
+        out=tmp_path / "runs",
+    )
+    runs = {(r.method, r.dataset, r.seed) for r in sweep.runs()}
+    assert runs == {
+        ("beta_vae", "dsprites-procedural", 0), ("beta_vae", "dsprites-procedural", 1),
+        ("beta_vae", "shapes3d-procedural", 0), ("beta_vae", "shapes3d-procedural", 1),
+        ("factor_vae", "dsprites-procedural", 5),
+    }  # fmt: skip
+    bad = {
+        "per_method for \\['dip_vae_i'\\], which 'methods'": {"dip_vae_i": {"seeds": 1}},
+        "per_method.beta_vae: unknown key": {"beta_vae": {"sedes": 1}},
+        "per_method.beta_vae.datasets must list": {"beta_vae": {"datasets": []}},
+        "per_method.beta_vae: seeds must be a count": {"beta_vae": {"seeds": "two"}},
+        "per_method.beta_vae must be a mapping": {"beta_vae": [1]},
+    }
+    for message, per_method in bad.items():
+        with pytest.raises(BenchError, match=message):
+            load_sweep(write_sweep(tmp_path / "b.yaml", per_method=per_method))
+
+
+def test_the_estimate_takes_a_complete_seeds_wall_time_then_the_files_numbers(tmp_path):
+    estimates = {"stages": {"vq_autoencoder": 7}, "runs": {"default": {"default": 100}}}
+    one = load_sweep(write_sweep(tmp_path / "s.yaml", estimate_s=estimates), tmp_path / "runs")
+    before = one.estimate(one.runs())
+    assert (before.seconds, dict(before.sources)) == (100.0, {"estimate_s": 1})
+    assert run_local(one, log=lambda line: None) == []
+    done = json.loads((one.runs()[0].path / "environment.json").read_text())["wall_time_s"]
+
+    file = write_sweep(
+        tmp_path / "s.yaml",
+        methods=["beta_vae", "factor_vae", "dyga_sd"],
+        seeds=2,
+        preset="ci",
+        estimate_s={**estimates, "runs": {"default": {"default": 100, "factor_vae": 30}}},
+    )
+    three = load_sweep(file, tmp_path / "runs")
+    # beta_vae's seed 1: the smoke-preset record above is another config, so the file's 100.
+    assert three.estimate(three.runs()).seconds == 100 * 2 + 30 * 2 + 100 * 2 + 7
+    quick = load_sweep(
+        write_sweep(tmp_path / "s.yaml", seeds=2, estimate_s=estimates), tmp_path / "runs"
+    )
+    pending = [r for r in quick.runs() if r.seed == 1]
+    estimate = quick.estimate(pending)
+    assert (estimate.seconds, dict(estimate.sources)) == (done, {"measured": 1})
+    with pytest.raises(BenchError, match=r"estimate_s.runs.default.default must be seconds"):
+        load_sweep(
+            write_sweep(tmp_path / "b.yaml", estimate_s={"runs": {"default": {"default": "x"}}})
+        )
+    with pytest.raises(BenchError, match=r"estimate_s: unknown key\(s\) \['run'\]"):
+        load_sweep(write_sweep(tmp_path / "b.yaml", estimate_s={"run": {}}))
+
+
 def test_bad_sweep_files_are_one_line_errors(tmp_path):
     with pytest.raises(BenchError, match="unknown key"):
         load_sweep(write_sweep(tmp_path / "a.yaml", sedes=3))
@@ -151,3 +214,18 @@ def test_a_sweep_missing_the_inception_file_stops_before_it_runs_anything(tmp_pa
     error = result.stderr.strip()
     assert "bench data download fid-inception" in error and "\n" not in error
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_learning_sweep_pairs_each_learned_run_with_its_untrained_floor():
+    from pathlib import Path
+
+    sweep = load_sweep(Path("sweeps/learning.yaml"))
+    runs = sweep.runs()
+    learned = {(r.method, r.dataset, r.seed) for r in runs if r.variant == "learn"}
+    untrained = {(r.method, r.dataset, r.seed) for r in runs if r.variant == "untrained"}
+    assert learned == untrained
+    assert {d for m, d, _ in learned if m == "beta_vae"} == {
+        "shapes3d-procedural", "dsprites-procedural"
+    }  # fmt: skip
+    assert all("train.steps=0" in r.overrides for r in runs if r.variant == "untrained")
+    assert sweep.estimate(runs).sources["none"] == 0  # every run has an estimate

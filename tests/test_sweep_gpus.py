@@ -175,9 +175,13 @@ def test_a_dry_run_shows_workers_then_stages_by_wave_then_runs(tmp_path, monkeyp
     file = sweep_file(tmp_path, methods=["disdiff", "beta_vae"], seeds=2, preset="ci")
     result = CliRunner().invoke(app, ["sweep", str(file), "--dry-run", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    plan = result.output.splitlines()[-4:]
+    plan = result.output.splitlines()[-5:]
     assert plan[0] == "workers: 2 (GPU 0, GPU 1)"
     assert plan[1].startswith("stage, wave 1: vq_autoencoder ") and plan[1].endswith("(worker 1)")
     assert plan[2].startswith("stage, wave 2: ldm ")
     assert plan[3] == "then 4 run(s), each on the first free worker"
+    assert (
+        plan[4]
+        == "estimate: none (the sweep file's estimate_s covers none of its 6 runs and stages)"
+    )
     assert not (tmp_path / "artifacts").exists()  # a plan only
