@@ -54,7 +54,7 @@ from bench.claim import active_holder
 from bench.config import check_seed, config_hash, resolve_config
 from bench.errors import BenchError
 from bench.fileio import atomic_write_json
-from bench.store import COMPLETE, FAILED, PENDING, RunRecord, run_dir
+from bench.store import COMPLETE, FAILED, PENDING, RunRecord, read_json, run_dir
 
 if TYPE_CHECKING:
     from bench.stages import SharedStage
@@ -185,10 +185,13 @@ class Sweep:
         from ``estimate_s``; a stage's from ``estimate_s``."""
         estimate = Estimate()
         table = self.estimate_s.get("runs", {})
+        measured: dict[Path, float | None] = {}  # by config folder: its seeds read it once
         for spec in runs:
-            measured = _measured_seconds(spec)
-            if measured is not None:
-                estimate.add(measured, "measured")
+            config_folder = spec.path.parent
+            if config_folder not in measured:
+                measured[config_folder] = _measured_seconds(config_folder)
+            if measured[config_folder] is not None:
+                estimate.add(measured[config_folder], "measured")
                 continue
             by_method = table.get(spec.variant, {})
             seconds = by_method.get(spec.method, by_method.get("default"))
@@ -221,14 +224,13 @@ class Estimate:
         self.seconds += seconds or 0.0
 
 
-def _measured_seconds(spec: RunSpec) -> float | None:
-    """The wall time of a complete seed of ``spec``'s config (its sibling records)."""
-    for sibling in sorted(spec.path.parent.glob("seed*")):
-        record = RunRecord(sibling)
-        if record.is_complete() and record.environment_file.is_file():
-            seconds = json.loads(record.environment_file.read_text()).get("wall_time_s")
-            if seconds is not None:
-                return float(seconds)
+def _measured_seconds(config_folder: Path) -> float | None:
+    """The wall time of a complete seed of the config whose records ``config_folder`` holds."""
+    for seed_folder in sorted(config_folder.glob("seed*")):
+        record = RunRecord(seed_folder)
+        seconds = (read_json(record.environment_file) or {}).get("wall_time_s")
+        if seconds is not None and record.is_complete():
+            return float(seconds)
     return None
 
 

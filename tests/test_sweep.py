@@ -8,13 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
 
+from bench.cli import estimate_line
 from bench.errors import BenchError
-from bench.store import COMPLETE, RunRecord
-from bench.sweep import load_sweep, run_local, status_table
+from bench.store import COMPLETE, UNTRAINED, RunRecord
+from bench.sweep import Estimate, load_sweep, run_local, status_table
 
 QUICK = ["train.steps=4", "train.log_every=1", "train.checkpoint_every=2", "train.progress=false"]
 QUICK += ["eval.metrics=[mig]", "eval.hyperparams.mig.num_train=200"]
@@ -138,6 +141,16 @@ def test_the_estimate_takes_a_complete_seeds_wall_time_then_the_files_numbers(tm
         load_sweep(write_sweep(tmp_path / "b.yaml", estimate_s={"run": {}}))
 
 
+def test_the_estimate_line_names_its_sources_and_shares_the_time_among_workers():
+    some = Estimate(7200.0, Counter({"measured": 1, "estimate_s": 2, "none": 1}))
+    assert estimate_line(some, slots=4) == (
+        "estimate: 2.0 h of compute (1 measured on a complete seed of the same run here; "
+        "2 from the sweep file's estimate_s; 1 not covered by estimate_s, counted as 0), "
+        "about 0.5 h on 4 workers"
+    )
+    assert estimate_line(Estimate(), slots=None) == "estimate: nothing left to run"
+
+
 def test_bad_sweep_files_are_one_line_errors(tmp_path):
     with pytest.raises(BenchError, match="unknown key"):
         load_sweep(write_sweep(tmp_path / "a.yaml", sedes=3))
@@ -217,8 +230,6 @@ def test_a_sweep_missing_the_inception_file_stops_before_it_runs_anything(tmp_pa
 
 
 def test_the_learning_sweep_pairs_each_learned_run_with_its_untrained_floor():
-    from pathlib import Path
-
     sweep = load_sweep(Path("sweeps/learning.yaml"))
     runs = sweep.runs()
     learned = {(r.method, r.dataset, r.seed) for r in runs if r.variant == "learn"}
@@ -227,5 +238,5 @@ def test_the_learning_sweep_pairs_each_learned_run_with_its_untrained_floor():
     assert {d for m, d, _ in learned if m == "beta_vae"} == {
         "shapes3d-procedural", "dsprites-procedural"
     }  # fmt: skip
-    assert all("train.steps=0" in r.overrides for r in runs if r.variant == "untrained")
+    assert all(UNTRAINED[0] in r.overrides for r in runs if r.variant == "untrained")
     assert sweep.estimate(runs).sources["none"] == 0  # every run has an estimate
